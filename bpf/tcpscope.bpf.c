@@ -1,0 +1,559 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * tcpscope: every TCP state change as the kernel makes it, stamped with the
+ * process that owns the socket.
+ *
+ * Event path: sock:inet_sock_set_state (tp_btf) -> one fixed-layout record
+ * per transition in a BPF ring buffer -> Go reader.
+ *
+ * Owner attribution: the task on the CPU at a transition is only the owner
+ * when the kernel runs that transition on behalf of a syscall (connect,
+ * listen, close, shutdown). Everything else (handshake completion, FIN/RST
+ * processing, timers) runs in softirq, where "current" is whoever was
+ * interrupted -- on loopback, usually the peer. So the owner is learned in
+ * process context, kept per socket in `socks`, and stamped on every event.
+ */
+#include "kernel_types.h"
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+#define PF_KTHREAD 0x00200000
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+
+enum tcp_state {
+	TCP_ESTABLISHED = 1,
+	TCP_SYN_SENT,
+	TCP_SYN_RECV,
+	TCP_FIN_WAIT1,
+	TCP_FIN_WAIT2,
+	TCP_TIME_WAIT,
+	TCP_CLOSE,
+	TCP_CLOSE_WAIT,
+	TCP_LAST_ACK,
+	TCP_LISTEN,
+	TCP_CLOSING,
+	TCP_NEW_SYN_RECV,
+};
+
+/* How the owner of a socket was learned (event.owner_src). */
+enum owner_src {
+	OWNER_NONE = 0,
+	OWNER_SYSCALL = 1,  /* transition run by the owner's own syscall */
+	OWNER_ACCEPT = 2,   /* accept()/accept4() returned it */
+	OWNER_LISTENER = 3, /* not accepted yet: the listener's owner */
+	OWNER_ITER = 4,     /* held before start: found by iter/task_file */
+};
+
+/* event.flags */
+#define EV_OWNER_KNOWN 0x1
+#define EV_PREV_KNOWN 0x2  /* prev_ns is valid */
+#define EV_RECOVERED 0x4   /* emitted by the nested-run recovery program */
+#define EV_UNTRACKED 0x8   /* socks map full: owner and age not kept */
+
+/* One record per transition. Layout is part of the Go decoder's contract
+ * (tracer/event): fixed size, naturally aligned, no implicit padding. */
+struct event {
+	__u64 ts_ns;   /* bpf_ktime_get_ns() at the transition */
+	__u64 cookie;  /* socket cookie: unique for the boot, survives address reuse */
+	__u64 skaddr;  /* struct sock address (reused by the kernel) */
+	__u64 prev_ns; /* time spent in oldstate, valid with EV_PREV_KNOWN */
+	__u64 inode;   /* socket inode, 0 when the socket has no file */
+	__u32 netns;   /* network namespace inode */
+	__u32 uid;     /* socket uid */
+	__u32 pid;     /* owner process (tgid), valid with EV_OWNER_KNOWN */
+	__u32 tid;     /* owner thread */
+	__u32 cpu_pid; /* task on the CPU when the transition ran */
+	__u32 cpu_tid;
+	__u8 saddr[16]; /* IPv4 uses the first 4 bytes */
+	__u8 daddr[16];
+	__u16 sport; /* host byte order */
+	__u16 dport;
+	__u16 family;
+	__u8 oldstate;
+	__u8 newstate;
+	__u8 flags;
+	__u8 owner_src;
+	__u8 _pad[6];
+	char comm[16];     /* owner's comm */
+	char cpu_comm[16]; /* on-CPU task's comm */
+};
+
+/* Per-socket state kept between transitions. */
+struct sock_info {
+	__u64 cookie;   /* cookie when stored, 0 if not generated yet (accept path) */
+	__u64 since_ns; /* when the socket entered its current state, 0 = unknown */
+	__u32 pid;
+	__u32 tid;
+	char comm[16];
+	__u8 owner_src;
+	__u8 _pad[7];
+};
+
+struct listener_key {
+	__u32 netns;
+	__u16 port;
+	__u16 _pad;
+};
+
+struct listener_owner {
+	__u64 skaddr;
+	__u32 pid;
+	__u32 tid;
+	char comm[16];
+};
+
+/* Nested-run recovery: the main program notes each firing it handles here;
+ * the recovery program, which runs right after it on the same tracepoint,
+ * emits only firings the main program did not note (the kernel skipped the
+ * main program because it was already running on this CPU). Four slots,
+ * since a softirq can complete a whole firing between the two programs of an
+ * interrupted outer firing. */
+#define CLAIM_SLOTS 4
+struct claims {
+	__u64 sk[CLAIM_SLOTS];
+	__u32 states[CLAIM_SLOTS];
+	__u32 next;
+};
+
+enum stat_index {
+	STAT_RINGBUF_DROPS = 0, /* bpf_ringbuf_reserve failed: event lost */
+	STAT_RECOVERED = 1,     /* firings handled by the recovery program */
+	STAT_UNTRACKED = 2,     /* socks map full: socket not tracked */
+	STAT_TRANSITIONS = 3,   /* TCP transitions seen (emitted or filtered) */
+	STAT_WAKEUPS = 4,       /* forced reader wakeups */
+	STAT_MAX,
+};
+
+/* Transition records for user space. Sized by the loader (power of two). */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 23);
+} events SEC(".maps");
+
+/* key: struct sock address; value: owner and state-entry time.
+ * Inserted by the state programs on a socket's first transition, by the
+ * accept exit programs, and by the iter/task_file seed; deleted by the state
+ * programs when the socket reaches TCP_CLOSE. A stale entry left by a lost
+ * CLOSE is detected by its cookie. No preallocation: memory follows the
+ * number of live sockets; max_entries is set by the loader. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1 << 18);
+	__type(key, __u64);
+	__type(value, struct sock_info);
+} socks SEC(".maps");
+
+/* key: (netns, local port) of a listening socket; value: its owner.
+ * Inserted on CLOSE->LISTEN and by the seed; deleted on LISTEN->CLOSE by the
+ * same socket. Children not yet accepted inherit this owner. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1 << 16);
+	__type(key, struct listener_key);
+	__type(value, struct listener_owner);
+} listeners SEC(".maps");
+
+/* key: 0; value: per-CPU claims of the main program (see struct claims). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct claims);
+} claims SEC(".maps");
+
+/* key: enum stat_index; value: per-CPU counter. Written here, read by the
+ * loader. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+/* key: 0; value: 1 while the reader sleeps until woken, else 0. Written by
+ * the reader (a map update: a full barrier) before it sleeps. Producers
+ * otherwise submit without waking it: the reader polls in short batches. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} reader_state SEC(".maps");
+
+/* Referenced so that their BTF is emitted for bpf2go -type. */
+struct event *unused_event __attribute__((unused));
+enum stat_index *unused_stat_index __attribute__((unused));
+
+/* Kernel-side filters for `trace`, set at load time. 0 means "any". */
+const volatile __u32 filter_pid = 0;
+const volatile __u32 filter_netns = 0;
+const volatile __u32 filter_states = 0; /* bit (1 << state), old or new */
+const volatile __u16 filter_port = 0;   /* local or remote */
+const volatile __u16 filter_family = 0;
+/* Wake the reader when this many bytes are waiting, so a burst cannot fill
+ * the ring during its batching sleep. Set by the loader. */
+const volatile __u64 wakeup_bytes = 1 << 21;
+
+static __always_inline void stat_inc(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
+	if (v)
+		*v += 1;
+}
+
+/* Transitions the kernel only runs inside the owner's own syscall: connect()
+ * (CLOSE->SYN_SENT), listen(), close()/shutdown() of a connection
+ * (->FIN_WAIT1, CLOSE_WAIT->LAST_ACK) or of a listener (LISTEN->CLOSE). */
+static __always_inline bool in_owner_context(int oldstate, int newstate)
+{
+	switch (newstate) {
+	case TCP_SYN_SENT:
+	case TCP_LISTEN:
+	case TCP_FIN_WAIT1:
+	case TCP_LAST_ACK:
+		return true;
+	case TCP_CLOSE:
+		return oldstate == TCP_LISTEN;
+	}
+	return false;
+}
+
+static __always_inline __u32 sock_netns(const struct sock *sk)
+{
+	return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+}
+
+static __always_inline __u64 sock_inode(const struct sock *sk)
+{
+	struct socket *sock = BPF_CORE_READ(sk, sk_socket);
+
+	if (!sock)
+		return 0;
+	return BPF_CORE_READ((struct socket_alloc *)sock, vfs_inode.i_ino);
+}
+
+static __always_inline bool claimed(struct claims *c, __u64 sk, __u32 states)
+{
+	for (int i = 0; i < CLAIM_SLOTS; i++) {
+		if (c->sk[i] == sk && c->states[i] == states) {
+			c->sk[i] = 0;
+			return true;
+		}
+	}
+	return false;
+}
+
+static __always_inline bool pass_filters(const struct event *e)
+{
+	if (filter_pid && e->pid != filter_pid)
+		return false;
+	if (filter_netns && e->netns != filter_netns)
+		return false;
+	if (filter_family && e->family != filter_family)
+		return false;
+	if (filter_port && e->sport != filter_port && e->dport != filter_port)
+		return false;
+	if (filter_states && !(filter_states & ((1u << e->oldstate) | (1u << e->newstate))))
+		return false;
+	return true;
+}
+
+static __always_inline void submit(struct event *e)
+{
+	__u32 zero = 0;
+	__u32 *waiting = bpf_map_lookup_elem(&reader_state, &zero);
+
+	if ((waiting && *waiting) || bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes) {
+		stat_inc(STAT_WAKEUPS);
+		bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
+		return;
+	}
+	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+	/* The reader may have gone to sleep between the check above and the
+	 * commit. The commit is a full barrier and the reader re-checks the ring
+	 * after raising its flag, so one of the two sides sees the other; if it
+	 * is us, wake it with an empty record. */
+	if (waiting && *waiting) {
+		void *nudge = bpf_ringbuf_reserve(&events, 8, 0);
+		if (nudge) {
+			stat_inc(STAT_WAKEUPS);
+			bpf_ringbuf_discard(nudge, BPF_RB_FORCE_WAKEUP);
+		}
+	}
+}
+
+static __always_inline int handle_transition(const struct sock *sk, int oldstate, int newstate,
+					     bool recovered)
+{
+	if (sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	stat_inc(STAT_TRANSITIONS);
+
+	__u64 now = bpf_ktime_get_ns();
+	__u64 skaddr = (__u64)sk;
+	__u64 cookie = bpf_get_socket_cookie((void *)sk);
+	__u16 family = sk->__sk_common.skc_family;
+	__u32 netns = sock_netns(sk);
+	__u16 sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+	struct task_struct *task = bpf_get_current_task_btf();
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u8 flags = 0;
+	__u64 prev_ns = 0;
+
+	struct sock_info *info = bpf_map_lookup_elem(&socks, &skaddr);
+	if (info && info->cookie && info->cookie != cookie)
+		info = NULL; /* left over from a socket that used this address */
+
+	struct sock_info fresh = {};
+	if (info) {
+		if (info->since_ns) {
+			prev_ns = now - info->since_ns;
+			flags |= EV_PREV_KNOWN;
+		}
+	} else {
+		info = &fresh;
+	}
+	info->cookie = cookie;
+	info->since_ns = now;
+
+	if (in_owner_context(oldstate, newstate) && !(task->flags & PF_KTHREAD)) {
+		info->pid = pid_tgid >> 32;
+		info->tid = (__u32)pid_tgid;
+		bpf_get_current_comm(info->comm, sizeof(info->comm));
+		info->owner_src = OWNER_SYSCALL;
+	} else if (info->owner_src == OWNER_NONE && newstate == TCP_SYN_RECV) {
+		/* A child of a listener: owned by whoever owns the listener
+		 * until accept() says otherwise. */
+		struct listener_key lk = {.netns = netns, .port = sport};
+		struct listener_owner *lo = bpf_map_lookup_elem(&listeners, &lk);
+		if (lo) {
+			info->pid = lo->pid;
+			info->tid = lo->tid;
+			__builtin_memcpy(info->comm, lo->comm, sizeof(info->comm));
+			info->owner_src = OWNER_LISTENER;
+		}
+	}
+
+	if (newstate == TCP_LISTEN) {
+		struct listener_key lk = {.netns = netns, .port = sport};
+		struct listener_owner lo = {.skaddr = skaddr, .pid = info->pid, .tid = info->tid};
+		__builtin_memcpy(lo.comm, info->comm, sizeof(lo.comm));
+		bpf_map_update_elem(&listeners, &lk, &lo, BPF_ANY);
+	} else if (oldstate == TCP_LISTEN) {
+		struct listener_key lk = {.netns = netns, .port = sport};
+		struct listener_owner *lo = bpf_map_lookup_elem(&listeners, &lk);
+		if (lo && lo->skaddr == skaddr)
+			bpf_map_delete_elem(&listeners, &lk);
+	}
+
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e)
+		stat_inc(STAT_RINGBUF_DROPS);
+	if (e) {
+		e->ts_ns = now;
+		e->cookie = cookie;
+		e->skaddr = skaddr;
+		e->prev_ns = prev_ns;
+		e->inode = sock_inode(sk);
+		e->netns = netns;
+		e->uid = BPF_CORE_READ(sk, sk_uid.val);
+		e->pid = info->pid;
+		e->tid = info->tid;
+		e->cpu_pid = pid_tgid >> 32;
+		e->cpu_tid = (__u32)pid_tgid;
+		e->family = family;
+		e->sport = sport;
+		e->dport = bpf_ntohs(sk->__sk_common.skc_dport);
+		e->oldstate = oldstate;
+		e->newstate = newstate;
+		e->owner_src = info->owner_src;
+		__builtin_memcpy(e->comm, info->comm, sizeof(e->comm));
+		bpf_get_current_comm(e->cpu_comm, sizeof(e->cpu_comm));
+		__builtin_memset(e->_pad, 0, sizeof(e->_pad));
+		if (family == AF_INET6) {
+			BPF_CORE_READ_INTO(&e->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+			BPF_CORE_READ_INTO(&e->daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+		} else {
+			__builtin_memset(e->saddr, 0, sizeof(e->saddr));
+			__builtin_memset(e->daddr, 0, sizeof(e->daddr));
+			BPF_CORE_READ_INTO((__u32 *)e->saddr, sk, __sk_common.skc_rcv_saddr);
+			BPF_CORE_READ_INTO((__u32 *)e->daddr, sk, __sk_common.skc_daddr);
+		}
+	}
+
+	/* Book-keeping is done for every transition; only emission filters. */
+	if (newstate == TCP_CLOSE) {
+		bpf_map_delete_elem(&socks, &skaddr);
+	} else if (info == &fresh) {
+		if (bpf_map_update_elem(&socks, &skaddr, &fresh, BPF_ANY)) {
+			flags |= EV_UNTRACKED;
+			stat_inc(STAT_UNTRACKED);
+		}
+	}
+
+	if (!e)
+		return 0;
+	if (info->owner_src != OWNER_NONE)
+		flags |= EV_OWNER_KNOWN;
+	if (recovered)
+		flags |= EV_RECOVERED;
+	e->flags = flags;
+	if (!pass_filters(e)) {
+		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
+		return 0;
+	}
+	submit(e);
+	return 0;
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(on_state_change, const struct sock *sk, const int oldstate, const int newstate)
+{
+	__u32 zero = 0;
+	struct claims *c = bpf_map_lookup_elem(&claims, &zero);
+
+	if (c) {
+		__u32 slot = c->next++ % CLAIM_SLOTS;
+		c->sk[slot] = (__u64)sk;
+		c->states[slot] = (oldstate << 8) | newstate;
+	}
+	return handle_transition(sk, oldstate, newstate, false);
+}
+
+/* Attached after on_state_change. Runs the same handler only for firings the
+ * main program missed: the kernel skips a tracing program that is already
+ * running on this CPU (a softirq interrupting it), counting the skip in its
+ * recursion_misses and nothing else. */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(on_state_change_nested, const struct sock *sk, const int oldstate, const int newstate)
+{
+	__u32 zero = 0;
+	struct claims *c = bpf_map_lookup_elem(&claims, &zero);
+
+	if (!c || claimed(c, (__u64)sk, (oldstate << 8) | newstate))
+		return 0;
+	stat_inc(STAT_RECOVERED);
+	return handle_transition(sk, oldstate, newstate, true);
+}
+
+/* Record the accepting process as the owner of the socket accept() returned:
+ * resolve the fd through the current task's fd table. */
+static __always_inline int on_accept_exit(long fd)
+{
+	if (fd < 0)
+		return 0;
+
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
+		return 0;
+
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *file = NULL;
+	bpf_core_read(&file, sizeof(file), &fds[fd]);
+	if (!file || (BPF_CORE_READ(file, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
+		return 0;
+
+	struct socket *sock = BPF_CORE_READ(file, private_data);
+	if (!sock || BPF_CORE_READ(sock, file) != file)
+		return 0;
+	struct sock *sk = BPF_CORE_READ(sock, sk);
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+
+	__u64 skaddr = (__u64)sk;
+	__u64 cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct sock_info *info = bpf_map_lookup_elem(&socks, &skaddr);
+	struct sock_info fresh = {};
+
+	if (info && (!cookie || !info->cookie || info->cookie == cookie)) {
+		info->pid = pid_tgid >> 32;
+		info->tid = (__u32)pid_tgid;
+		bpf_get_current_comm(info->comm, sizeof(info->comm));
+		info->owner_src = OWNER_ACCEPT;
+		return 0;
+	}
+	fresh.cookie = cookie;
+	fresh.pid = pid_tgid >> 32;
+	fresh.tid = (__u32)pid_tgid;
+	bpf_get_current_comm(fresh.comm, sizeof(fresh.comm));
+	fresh.owner_src = OWNER_ACCEPT;
+	if (bpf_map_update_elem(&socks, &skaddr, &fresh, BPF_ANY))
+		stat_inc(STAT_UNTRACKED);
+	return 0;
+}
+
+/* The common part of a syscall exit record; `ret` is the return value. */
+struct syscall_exit_args {
+	__u64 common;
+	__s32 nr;
+	__s32 _pad;
+	__s64 ret;
+};
+
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int on_accept4_exit(struct syscall_exit_args *ctx)
+{
+	return on_accept_exit(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept")
+int on_accept_exit_legacy(struct syscall_exit_args *ctx)
+{
+	return on_accept_exit(ctx->ret);
+}
+
+/* Seed owners of sockets that existed before the tracer started: walked once
+ * at start over every task's fd table. Live state changes win (BPF_NOEXIST). */
+SEC("iter/task_file")
+int seed_owners(struct bpf_iter__task_file *ctx)
+{
+	struct task_struct *task = ctx->task;
+	struct file *file = ctx->file;
+
+	if (!task || !file)
+		return 0;
+	struct socket *sock = bpf_sock_from_file(file);
+	if (!sock)
+		return 0;
+	struct sock *sk = BPF_CORE_READ(sock, sk);
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	__u8 state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	if (state == TCP_CLOSE)
+		return 0; /* no CLOSE event will come to delete it */
+
+	__u64 skaddr = (__u64)sk;
+	struct sock_info info = {
+		.cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter),
+		.pid = BPF_CORE_READ(task, tgid),
+		.tid = BPF_CORE_READ(task, pid),
+		.owner_src = OWNER_ITER,
+	};
+	BPF_CORE_READ_STR_INTO(&info.comm, task, comm);
+	if (bpf_map_update_elem(&socks, &skaddr, &info, BPF_NOEXIST) == -7 /* E2BIG */)
+		stat_inc(STAT_UNTRACKED);
+
+	if (state == TCP_LISTEN) {
+		struct listener_key lk = {
+			.netns = sock_netns(sk),
+			.port = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport)),
+		};
+		struct listener_owner lo = {.skaddr = skaddr, .pid = info.pid, .tid = info.tid};
+		__builtin_memcpy(lo.comm, info.comm, sizeof(lo.comm));
+		bpf_map_update_elem(&listeners, &lk, &lo, BPF_NOEXIST);
+	}
+	return 0;
+}

@@ -1,0 +1,248 @@
+// Package event defines tcpscope's public record of one TCP state change and
+// decodes it from the fixed layout the BPF program writes into the ring
+// buffer. It is plain Go: tests and every consumer (table, views, exporter)
+// use it without BPF.
+package event
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+// Family is the socket's address family.
+type Family uint8
+
+const (
+	FamilyUnknown Family = 0
+	IPv4          Family = 4
+	IPv6          Family = 6
+)
+
+func (f Family) String() string {
+	switch f {
+	case IPv4:
+		return "ipv4"
+	case IPv6:
+		return "ipv6"
+	}
+	return "unknown"
+}
+
+// Flags qualify an event.
+type Flags uint8
+
+const (
+	// OwnerKnown: PID/TID/Comm name the socket's owner.
+	OwnerKnown Flags = 0x1
+	// PrevKnown: InPrev is the time spent in Old. Unset for the first event
+	// of a socket that existed before the tracer started.
+	PrevKnown Flags = 0x2
+	// Recovered: the main BPF program was busy on this CPU when the
+	// tracepoint fired again; the recovery program emitted the event.
+	Recovered Flags = 0x4
+	// Untracked: the kernel-side socket map was full, so neither owner nor
+	// state age are kept for this socket.
+	Untracked Flags = 0x8
+)
+
+// OwnerSource says how the owner of a socket was learned.
+type OwnerSource uint8
+
+const (
+	OwnerNone     OwnerSource = 0 // not known
+	OwnerSyscall  OwnerSource = 1 // the owner's own connect/listen/close/shutdown
+	OwnerAccept   OwnerSource = 2 // returned to it by accept()/accept4()
+	OwnerListener OwnerSource = 3 // not accepted yet: the listener's owner
+	OwnerIter     OwnerSource = 4 // held before start, found by walking fd tables
+)
+
+func (s OwnerSource) String() string {
+	switch s {
+	case OwnerSyscall:
+		return "syscall"
+	case OwnerAccept:
+		return "accept"
+	case OwnerListener:
+		return "listener"
+	case OwnerIter:
+		return "seed"
+	}
+	return "none"
+}
+
+// Task is a thread and the process it belongs to.
+type Task struct {
+	PID  uint32   // process (thread group) id
+	TID  uint32   // thread id
+	Comm [16]byte // NUL-padded, as the kernel keeps it; may hold any bytes
+}
+
+// CommBytes returns the comm without its NUL padding. It does not allocate.
+func (t *Task) CommBytes() []byte {
+	for i, c := range t.Comm {
+		if c == 0 {
+			return t.Comm[:i]
+		}
+	}
+	return t.Comm[:]
+}
+
+// Event is one TCP state transition.
+type Event struct {
+	// Mono is the kernel's CLOCK_MONOTONIC time of the transition in
+	// nanoseconds; see ktime.Clock for wall time.
+	Mono uint64
+	// Cookie identifies the socket for the whole boot, even after the kernel
+	// reuses its address for another socket.
+	Cookie uint64
+	// SockAddr is the kernel address of the struct sock.
+	SockAddr uint64
+	// InPrev is how long the socket was in Old (valid with PrevKnown).
+	InPrev time.Duration
+	// Inode of the socket's file, 0 when it has none (not accepted, orphaned).
+	Inode  uint64
+	NetNS  uint32 // network namespace inode
+	UID    uint32 // socket owner uid
+	Owner  Task   // valid with OwnerKnown
+	OnCPU  Task   // the task the transition ran on: not the owner in softirq
+	Family Family
+	Local  netip.AddrPort
+	Remote netip.AddrPort
+	Old    State
+	New    State
+	Flags  Flags
+	Source OwnerSource
+}
+
+// Size is the length in bytes of one record as the BPF program writes it.
+const Size = 144
+
+// Offsets of the record's fields (struct event in bpf/tcpscope.bpf.c).
+const (
+	offTS      = 0
+	offCookie  = 8
+	offSkaddr  = 16
+	offPrev    = 24
+	offInode   = 32
+	offNetNS   = 40
+	offUID     = 44
+	offPID     = 48
+	offTID     = 52
+	offCPUPID  = 56
+	offCPUTID  = 60
+	offSaddr   = 64
+	offDaddr   = 80
+	offSport   = 96
+	offDport   = 98
+	offFamily  = 100
+	offOld     = 102
+	offNew     = 103
+	offFlags   = 104
+	offSrc     = 105
+	offComm    = 112
+	offCPUComm = 128
+)
+
+// Linux address family numbers as the kernel reports them.
+const (
+	afInet  = 2
+	afInet6 = 10
+)
+
+// ErrShort is returned for a record shorter than Size.
+type ErrShort int
+
+func (n ErrShort) Error() string {
+	return fmt.Sprintf("event record too short: %d bytes, need %d", int(n), Size)
+}
+
+// Decode fills e from one ring-buffer record. It checks bounds and values and
+// does not allocate. Fields of e are all overwritten.
+func Decode(b []byte, e *Event) error {
+	if len(b) < Size {
+		return ErrShort(len(b))
+	}
+	b = b[:Size]
+	le := binary.LittleEndian
+	e.Mono = le.Uint64(b[offTS:])
+	e.Cookie = le.Uint64(b[offCookie:])
+	e.SockAddr = le.Uint64(b[offSkaddr:])
+	e.InPrev = time.Duration(le.Uint64(b[offPrev:]))
+	e.Inode = le.Uint64(b[offInode:])
+	e.NetNS = le.Uint32(b[offNetNS:])
+	e.UID = le.Uint32(b[offUID:])
+	e.Owner.PID = le.Uint32(b[offPID:])
+	e.Owner.TID = le.Uint32(b[offTID:])
+	e.OnCPU.PID = le.Uint32(b[offCPUPID:])
+	e.OnCPU.TID = le.Uint32(b[offCPUTID:])
+	copy(e.Owner.Comm[:], b[offComm:offComm+16])
+	copy(e.OnCPU.Comm[:], b[offCPUComm:offCPUComm+16])
+	sport := le.Uint16(b[offSport:])
+	dport := le.Uint16(b[offDport:])
+	switch le.Uint16(b[offFamily:]) {
+	case afInet:
+		e.Family = IPv4
+		e.Local = netip.AddrPortFrom(netip.AddrFrom4([4]byte(b[offSaddr:offSaddr+4])), sport)
+		e.Remote = netip.AddrPortFrom(netip.AddrFrom4([4]byte(b[offDaddr:offDaddr+4])), dport)
+	case afInet6:
+		e.Family = IPv6
+		e.Local = netip.AddrPortFrom(netip.AddrFrom16([16]byte(b[offSaddr:offSaddr+16])), sport)
+		e.Remote = netip.AddrPortFrom(netip.AddrFrom16([16]byte(b[offDaddr:offDaddr+16])), dport)
+	default:
+		return fmt.Errorf("event record: unknown address family %d", le.Uint16(b[offFamily:]))
+	}
+	e.Old = State(b[offOld])
+	e.New = State(b[offNew])
+	if !e.Old.Valid() || !e.New.Valid() {
+		return fmt.Errorf("event record: invalid state %d -> %d", b[offOld], b[offNew])
+	}
+	e.Flags = Flags(b[offFlags])
+	e.Source = OwnerSource(b[offSrc])
+	if e.Flags&OwnerKnown == 0 {
+		e.Owner = Task{}
+	}
+	if e.Flags&PrevKnown == 0 {
+		e.InPrev = 0
+	}
+	return nil
+}
+
+// Encode writes e in the kernel's record layout; the inverse of Decode, used
+// by tests and tools that synthesise events.
+func Encode(e *Event, b []byte) []byte {
+	b = append(b[:0], make([]byte, Size)...)
+	le := binary.LittleEndian
+	le.PutUint64(b[offTS:], e.Mono)
+	le.PutUint64(b[offCookie:], e.Cookie)
+	le.PutUint64(b[offSkaddr:], e.SockAddr)
+	le.PutUint64(b[offPrev:], uint64(e.InPrev))
+	le.PutUint64(b[offInode:], e.Inode)
+	le.PutUint32(b[offNetNS:], e.NetNS)
+	le.PutUint32(b[offUID:], e.UID)
+	le.PutUint32(b[offPID:], e.Owner.PID)
+	le.PutUint32(b[offTID:], e.Owner.TID)
+	le.PutUint32(b[offCPUPID:], e.OnCPU.PID)
+	le.PutUint32(b[offCPUTID:], e.OnCPU.TID)
+	copy(b[offComm:], e.Owner.Comm[:])
+	copy(b[offCPUComm:], e.OnCPU.Comm[:])
+	le.PutUint16(b[offSport:], e.Local.Port())
+	le.PutUint16(b[offDport:], e.Remote.Port())
+	if e.Family == IPv4 {
+		le.PutUint16(b[offFamily:], afInet)
+		l, r := e.Local.Addr().As4(), e.Remote.Addr().As4()
+		copy(b[offSaddr:], l[:])
+		copy(b[offDaddr:], r[:])
+	} else {
+		le.PutUint16(b[offFamily:], afInet6)
+		l, r := e.Local.Addr().As16(), e.Remote.Addr().As16()
+		copy(b[offSaddr:], l[:])
+		copy(b[offDaddr:], r[:])
+	}
+	b[offOld] = byte(e.Old)
+	b[offNew] = byte(e.New)
+	b[offFlags] = byte(e.Flags)
+	b[offSrc] = byte(e.Source)
+	return b
+}

@@ -1,0 +1,450 @@
+// Package loader is the only part of tcpscope that touches BPF: it loads the
+// programs in bpf/, attaches them, seeds socket owners, and streams decoded
+// events from the ring buffer to a Sink.
+package loader
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
+
+	"github.com/tcpscope/tcpscope/tracer/event"
+)
+
+// Config tunes the tracer. The zero value is usable.
+type Config struct {
+	// RingBytes is the ring buffer size, a power of two (default 8 MiB).
+	RingBytes int
+	// MaxSockets bounds the kernel-side socket map (default 262144). Sockets
+	// beyond it are still reported, without owner or age.
+	MaxSockets int
+	// Batch is how long the reader lets events accumulate before reading
+	// them when events are flowing (default 2ms). A quiet ring wakes the
+	// reader on its first event.
+	Batch time.Duration
+	// Filter is applied in the kernel; zero fields match everything.
+	Filter KernelFilter
+	// BTFPath overrides the kernel's BTF (/sys/kernel/btf/vmlinux).
+	BTFPath string
+}
+
+// KernelFilter selects which transitions are emitted. Owner and age
+// bookkeeping still sees every transition.
+type KernelFilter struct {
+	PID    uint32          // owner process
+	Port   uint16          // local or remote port
+	Family event.Family    // IPv4 or IPv6
+	NetNS  uint32          // network namespace inode
+	States event.StateMask // old or new state in the set
+}
+
+const (
+	defaultRingBytes  = 8 << 20
+	defaultMaxSockets = 1 << 18
+	defaultBatch      = 2 * time.Millisecond
+	// While asleep the reader still wakes this often to refresh loss counters.
+	idleWake = 250 * time.Millisecond
+)
+
+// Sink receives what the tracer reads.
+type Sink interface {
+	// Event is called for each transition; e is reused after it returns.
+	Event(e *event.Event)
+	// Drained is called when the ring buffer has been emptied: a good moment
+	// to flush buffered output.
+	Drained()
+	// Lost is called when the loss counters grow, with the new totals.
+	Lost(s Stats)
+}
+
+// Tracer owns the loaded BPF objects and links. Create it with New, consume
+// with Run, release with Close.
+type Tracer struct {
+	cfg      Config
+	objs     tcpscopeObjects
+	links    []link.Link
+	reader   *ringbuf.Reader
+	warnings []string
+
+	badRecords uint64 // records the decoder rejected (reader goroutine only)
+
+	closeOnce sync.Once
+	closeErr  error
+	detach    sync.Once
+}
+
+// New checks privileges and kernel support, loads and attaches the programs,
+// and seeds owners of sockets that already exist. On error everything done so
+// far is undone.
+func New(cfg Config) (*Tracer, error) {
+	if cfg.RingBytes == 0 {
+		cfg.RingBytes = defaultRingBytes
+	}
+	if cfg.RingBytes < os.Getpagesize() || cfg.RingBytes&(cfg.RingBytes-1) != 0 {
+		return nil, fmt.Errorf("ring buffer size %d: must be a power of two of at least %d bytes", cfg.RingBytes, os.Getpagesize())
+	}
+	if cfg.MaxSockets == 0 {
+		cfg.MaxSockets = defaultMaxSockets
+	}
+	if cfg.Batch == 0 {
+		cfg.Batch = defaultBatch
+	}
+	if err := checkCapabilities(); err != nil {
+		return nil, err
+	}
+	if err := checkBTF(cfg.BTFPath); err != nil {
+		return nil, err
+	}
+
+	t := &Tracer{cfg: cfg}
+	if err := t.install(); err != nil {
+		t.Close()
+		return nil, err
+	}
+	return t, nil
+}
+
+// install does the kernel-side work of New; Close undoes any part of it.
+func (t *Tracer) install() error {
+	if err := t.load(); err != nil {
+		return err
+	}
+	if err := t.attach(); err != nil {
+		return err
+	}
+	if err := t.seedOwners(); err != nil {
+		return err
+	}
+	rd, err := ringbuf.NewReader(t.objs.Events)
+	if err != nil {
+		return fmt.Errorf("open ring buffer reader: %w", err)
+	}
+	t.reader = rd
+	return nil
+}
+
+func (t *Tracer) load() error {
+	spec, err := loadTcpscope()
+	if err != nil {
+		return fmt.Errorf("parse BPF object: %w", err)
+	}
+	spec.Maps["events"].MaxEntries = uint32(t.cfg.RingBytes)
+	spec.Maps["socks"].MaxEntries = uint32(t.cfg.MaxSockets)
+
+	f := t.cfg.Filter
+	vars := []struct {
+		name string
+		val  any
+	}{
+		{"filter_pid", f.PID},
+		{"filter_port", f.Port},
+		{"filter_family", familyNumber(f.Family)},
+		{"filter_netns", f.NetNS},
+		{"filter_states", uint32(f.States)},
+		// Wake the reader early once a quarter of the ring is waiting.
+		{"wakeup_bytes", uint64(t.cfg.RingBytes / 4)},
+	}
+	for _, v := range vars {
+		if err := spec.Variables[v.name].Set(v.val); err != nil {
+			return fmt.Errorf("set %s: %w", v.name, err)
+		}
+	}
+
+	var opts ebpf.CollectionOptions
+	if t.cfg.BTFPath != "" {
+		kt, err := btf.LoadSpec(t.cfg.BTFPath)
+		if err != nil {
+			return fmt.Errorf("%w: load BTF from %s: %w", ErrUnsupported, t.cfg.BTFPath, err)
+		}
+		opts.Programs.KernelTypes = kt
+	}
+	if err := spec.LoadAndAssign(&t.objs, &opts); err != nil {
+		return classifyLoadError(err)
+	}
+	return nil
+}
+
+func familyNumber(f event.Family) uint16 {
+	switch f {
+	case event.IPv4:
+		return unix.AF_INET
+	case event.IPv6:
+		return unix.AF_INET6
+	}
+	return 0
+}
+
+// classifyLoadError turns the kernel's refusal into one of our errors.
+func classifyLoadError(err error) error {
+	var ve *ebpf.VerifierError
+	switch {
+	case errors.As(err, &ve):
+		return fmt.Errorf("%w: BPF verifier rejected the program: %v", ErrUnsupported, err)
+	case errors.Is(err, unix.EPERM), errors.Is(err, unix.EACCES):
+		return fmt.Errorf("%w: the kernel refused to load BPF programs (%v): need CAP_BPF and CAP_PERFMON, or root", ErrPrivileges, err)
+	case errors.Is(err, ebpf.ErrNotSupported):
+		return fmt.Errorf("%w: %v", ErrUnsupported, err)
+	}
+	return fmt.Errorf("load BPF objects: %w", err)
+}
+
+func (t *Tracer) attach() error {
+	// The main program first: the recovery program must run after it on
+	// every firing of the tracepoint.
+	for _, p := range []*ebpf.Program{t.objs.OnStateChange, t.objs.OnStateChangeNested} {
+		l, err := link.AttachTracing(link.TracingOptions{Program: p, AttachType: ebpf.AttachTraceRawTp})
+		if err != nil {
+			if errors.Is(err, unix.ENOENT) || errors.Is(err, ebpf.ErrNotSupported) {
+				return fmt.Errorf("%w: attach sock:inet_sock_set_state: %v", ErrUnsupported, err)
+			}
+			return fmt.Errorf("attach inet_sock_set_state: %w", err)
+		}
+		t.links = append(t.links, l)
+	}
+
+	// accept() attribution uses classic syscall tracepoints, which need
+	// tracefs. Without it owners of accepted sockets fall back to their
+	// listener's owner, which is right unless several processes accept.
+	if err := ensureTracefs(); err != nil {
+		t.warnings = append(t.warnings, fmt.Sprintf("accept() attribution off: %v", err))
+		return nil
+	}
+	for _, tp := range []struct {
+		name string
+		prog *ebpf.Program
+	}{
+		{"sys_exit_accept4", t.objs.OnAccept4Exit},
+		{"sys_exit_accept", t.objs.OnAcceptExitLegacy},
+	} {
+		l, err := link.Tracepoint("syscalls", tp.name, tp.prog, nil)
+		if err != nil {
+			t.warnings = append(t.warnings, fmt.Sprintf("accept() attribution off: attach %s: %v", tp.name, err))
+			continue
+		}
+		t.links = append(t.links, l)
+	}
+	return nil
+}
+
+// ensureTracefs mounts tracefs at its usual place if no tracefs is mounted.
+func ensureTracefs() error {
+	var st unix.Statfs_t
+	for _, p := range []string{"/sys/kernel/tracing", "/sys/kernel/debug/tracing"} {
+		if unix.Statfs(p, &st) == nil && st.Type == unix.TRACEFS_MAGIC {
+			return nil
+		}
+	}
+	if err := unix.Mount("tracefs", "/sys/kernel/tracing", "tracefs", 0, ""); err != nil {
+		return fmt.Errorf("tracefs is not mounted and mounting it failed: %w", err)
+	}
+	return nil
+}
+
+// seedOwners walks every task's fd table once (iter/task_file) so sockets
+// that existed before start have an owner.
+func (t *Tracer) seedOwners() error {
+	it, err := link.AttachIter(link.IterOptions{Program: t.objs.SeedOwners})
+	if err != nil {
+		t.warnings = append(t.warnings, fmt.Sprintf("owners of existing sockets unknown: attach iter/task_file: %v", err))
+		return nil
+	}
+	defer it.Close()
+	rd, err := it.Open()
+	if err != nil {
+		return fmt.Errorf("open iter/task_file: %w", err)
+	}
+	defer rd.Close()
+	if _, err := io.Copy(io.Discard, rd); err != nil {
+		return fmt.Errorf("run iter/task_file: %w", err)
+	}
+	return nil
+}
+
+// Warnings lists features that were turned off because the kernel or the
+// system did not allow them; the tracer works without them.
+func (t *Tracer) Warnings() []string { return t.warnings }
+
+// Run reads events until ctx is done or a fatal error occurs. When ctx ends
+// it detaches the programs, drains what is left in the ring, and returns nil.
+func (t *Tracer) Run(ctx context.Context, sink Sink) error {
+	stop := context.AfterFunc(ctx, func() {
+		t.detachAll()
+		t.reader.Flush()
+	})
+	defer stop()
+
+	var (
+		rec       ringbuf.Record
+		ev        event.Event
+		lastLost  uint64
+		lastCheck time.Time
+		asleep    bool
+	)
+	rec.RawSample = make([]byte, 0, event.Size)
+	for {
+		if asleep {
+			t.reader.SetDeadline(time.Now().Add(idleWake))
+		} else {
+			t.reader.SetDeadline(time.Now().Add(t.cfg.Batch))
+		}
+		n := 0
+		var err error
+		for {
+			if err = t.reader.ReadInto(&rec); err != nil {
+				break
+			}
+			if asleep {
+				// Woken by a producer: back to batching.
+				asleep = false
+				t.setReaderAsleep(false)
+				t.reader.SetDeadline(time.Now().Add(t.cfg.Batch))
+			}
+			if len(rec.RawSample) == 0 {
+				continue
+			}
+			if derr := event.Decode(rec.RawSample, &ev); derr != nil {
+				t.badRecords++
+				continue
+			}
+			sink.Event(&ev)
+			n++
+		}
+		switch {
+		case errors.Is(err, os.ErrDeadlineExceeded):
+		case errors.Is(err, ringbuf.ErrFlushed):
+			sink.Drained()
+			t.reportLoss(sink, &lastLost)
+			return nil
+		case errors.Is(err, os.ErrClosed), errors.Is(err, ringbuf.ErrClosed):
+			return nil
+		default:
+			return fmt.Errorf("read ring buffer: %w", err)
+		}
+		if n > 0 {
+			sink.Drained()
+		}
+		if now := time.Now(); now.Sub(lastCheck) >= 100*time.Millisecond {
+			lastCheck = now
+			t.reportLoss(sink, &lastLost)
+		}
+		if n == 0 && !asleep {
+			// A whole batch interval without events: sleep until a producer
+			// wakes us. Raise the flag first, then look at the ring once
+			// more; a producer that committed before seeing the flag is
+			// found here, one that commits after it wakes us.
+			t.setReaderAsleep(true)
+			if t.reader.AvailableBytes() > 0 {
+				t.setReaderAsleep(false)
+				continue
+			}
+			asleep = true
+		}
+	}
+}
+
+func (t *Tracer) setReaderAsleep(v bool) {
+	var val uint32
+	if v {
+		val = 1
+	}
+	// A map update is a syscall, which orders it before our next look at the
+	// ring; the BPF side reads the flag after its commit.
+	_ = t.objs.ReaderState.Update(uint32(0), val, ebpf.UpdateAny)
+}
+
+func (t *Tracer) reportLoss(sink Sink, last *uint64) {
+	s, err := t.Stats()
+	if err != nil {
+		return
+	}
+	if l := s.Lost(); l != *last {
+		*last = l
+		sink.Lost(s)
+	}
+}
+
+// Stats reads the kernel-side counters.
+func (t *Tracer) Stats() (Stats, error) {
+	var s Stats
+	var perCPU []uint64
+	for idx, dst := range map[tcpscopeStatIndex]*uint64{
+		tcpscopeStatIndexSTAT_RINGBUF_DROPS: &s.RingDrops,
+		tcpscopeStatIndexSTAT_RECOVERED:     &s.Recovered,
+		tcpscopeStatIndexSTAT_UNTRACKED:     &s.Untracked,
+		tcpscopeStatIndexSTAT_TRANSITIONS:   &s.Transitions,
+		tcpscopeStatIndexSTAT_WAKEUPS:       &s.Wakeups,
+	} {
+		if err := t.objs.Stats.Lookup(uint32(idx), &perCPU); err != nil {
+			return s, fmt.Errorf("read stats: %w", err)
+		}
+		for _, v := range perCPU {
+			*dst += v
+		}
+	}
+	main, err := t.objs.OnStateChange.Stats()
+	if err != nil {
+		return s, fmt.Errorf("read program stats: %w", err)
+	}
+	nested, err := t.objs.OnStateChangeNested.Stats()
+	if err != nil {
+		return s, fmt.Errorf("read program stats: %w", err)
+	}
+	s.MainMisses = main.RecursionMisses
+	s.RecoveryMisses = nested.RecursionMisses
+	s.MainRuns, s.MainRuntime = main.RunCount, main.Runtime
+	s.RecoveryRuns, s.RecoveryRuntime = nested.RunCount, nested.Runtime
+	s.BadRecords = t.badRecords
+	return s, nil
+}
+
+// ProgramStats returns the BPF programs' own counters by program name, for
+// benchmarks. Run time is only counted while kernel.bpf_stats_enabled is 1.
+func (t *Tracer) ProgramStats() (map[string]*ebpf.ProgramStats, error) {
+	out := map[string]*ebpf.ProgramStats{}
+	for name, p := range map[string]*ebpf.Program{
+		"on_state_change":        t.objs.OnStateChange,
+		"on_state_change_nested": t.objs.OnStateChangeNested,
+		"on_accept4_exit":        t.objs.OnAccept4Exit,
+	} {
+		st, err := p.Stats()
+		if err != nil {
+			return nil, fmt.Errorf("stats of %s: %w", name, err)
+		}
+		out[name] = st
+	}
+	return out, nil
+}
+
+func (t *Tracer) detachAll() {
+	t.detach.Do(func() {
+		// Reverse order: the recovery program goes before the main one.
+		for i := len(t.links) - 1; i >= 0; i-- {
+			t.links[i].Close()
+		}
+	})
+}
+
+// Close detaches the programs and frees every kernel object. It is safe to
+// call more than once and concurrently with nothing else.
+func (t *Tracer) Close() error {
+	t.closeOnce.Do(func() {
+		t.detachAll()
+		var errs []error
+		if t.reader != nil {
+			errs = append(errs, t.reader.Close())
+		}
+		errs = append(errs, t.objs.Close())
+		t.closeErr = errors.Join(errs...)
+	})
+	return t.closeErr
+}
