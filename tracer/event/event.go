@@ -145,6 +145,19 @@ const (
 	offCPUComm = 128
 )
 
+// Layout returns the byte offset of each field of the kernel record, named
+// as bpf2go names the fields of struct event. Tests pin it against the
+// compiled BPF object so the two cannot drift apart.
+func Layout() map[string]uintptr {
+	return map[string]uintptr{
+		"TsNs": offTS, "Cookie": offCookie, "Skaddr": offSkaddr, "PrevNs": offPrev,
+		"Inode": offInode, "Netns": offNetNS, "Uid": offUID, "Pid": offPID, "Tid": offTID,
+		"CpuPid": offCPUPID, "CpuTid": offCPUTID, "Saddr": offSaddr, "Daddr": offDaddr,
+		"Sport": offSport, "Dport": offDport, "Family": offFamily, "Oldstate": offOld,
+		"Newstate": offNew, "Flags": offFlags, "OwnerSrc": offSrc, "Comm": offComm, "CpuComm": offCPUComm,
+	}
+}
+
 // Linux address family numbers as the kernel reports them.
 const (
 	afInet  = 2

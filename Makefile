@@ -1,0 +1,64 @@
+# tcpscope. `make help` lists the targets.
+SHELL := /bin/bash
+GO    ?= go
+BIN   := bin/tcpscope
+ARGS  ?= trace
+# Debian packages the build, tests and benchmarks need, by the command or
+# file that shows each is present.
+APT_NEEDS := clang-14:clang-14 llvm-strip-14:llvm-14 /usr/include/bpf/bpf_helpers.h:libbpf-dev \
+	/usr/include/x86_64-linux-gnu/asm/types.h:linux-libc-dev bpftool:bpftool ss:iproute2 \
+	netstat:net-tools bpftrace:bpftrace
+FUZZTIME ?= 10s
+
+.PHONY: help build run generate check-generate deps lint test test-unit fuzz bench clean
+
+help: ## list the documented targets
+	@awk 'BEGIN{FS=":.*## "} /^[a-z-]+:.*## /{printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+build: ## build bin/tcpscope (pure Go: the BPF object is committed)
+	$(GO) build -o $(BIN) ./cmd/tcpscope
+
+run: build ## build and run (as root): sudo make run ARGS="trace --port 443"
+	./$(BIN) $(ARGS)
+
+generate: ## recompile bpf/ into tracer/loader with clang-14 (bpf2go)
+	$(GO) generate ./tracer/loader
+
+check-generate: deps ## fail if the committed BPF objects are not what bpf/ compiles to
+	$(GO) generate ./tracer/loader
+	@git diff --quiet -- tracer/loader || { git diff --stat -- tracer/loader; \
+		echo "generated BPF files are out of date with bpf/: run 'make generate' and commit"; exit 1; }
+
+deps: ## install missing Debian packages and Go modules (root)
+	@missing=""; for need in $(APT_NEEDS); do \
+		probe=$${need%%:*}; pkg=$${need##*:}; \
+		if [[ $$probe == /* ]]; then [ -e "$$probe" ] || missing="$$missing $$pkg"; \
+		else command -v $$probe >/dev/null || missing="$$missing $$pkg"; fi; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+	$(GO) mod download
+
+lint: ## gofmt and go vet
+	@out=$$(gofmt -l $$(git ls-files '*.go')); [ -z "$$out" ] || { echo "gofmt needed: $$out"; exit 1; }
+	$(GO) vet ./...
+
+test: deps check-generate lint ## everything CI runs: generated files, lint, all tests (root: real BPF), short fuzzing
+	$(GO) test -count=1 ./...
+	$(MAKE) --no-print-directory fuzz
+
+test-unit: ## tests that need neither root nor BPF
+	$(GO) test -count=1 ./tracer/event ./tracer/filter ./tracer/output ./tracer/termsafe ./tracer/ktime
+
+fuzz: ## run each fuzz target for FUZZTIME (default 10s)
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./tracer/event
+	$(GO) test -run '^$$' -fuzz '^FuzzAppend$$' -fuzztime $(FUZZTIME) ./tracer/termsafe
+
+bench: deps build ## Go benchmarks and the churn report against peers (root)
+	$(GO) test -run '^$$' -bench . -benchmem ./tracer/event ./tracer/output
+
+clean: ## remove build output
+	rm -rf bin out

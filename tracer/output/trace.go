@@ -1,0 +1,294 @@
+// Package output formats tcpscope's records for people (aligned text) and
+// for programs (one JSON object per line). Formatting appends into a reused
+// buffer: no allocation per event.
+package output
+
+import (
+	"bufio"
+	"io"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/tcpscope/tcpscope/tracer/event"
+	"github.com/tcpscope/tcpscope/tracer/ktime"
+	"github.com/tcpscope/tcpscope/tracer/termsafe"
+)
+
+// Format selects text or JSON.
+type Format int
+
+const (
+	Text Format = iota
+	JSON
+)
+
+// TraceOptions tune the transition log.
+type TraceOptions struct {
+	Format Format
+	// Wide adds the thread id, the task that was on the CPU, the network
+	// namespace and the socket cookie to text output.
+	Wide bool
+	// NoHeader drops the text header line.
+	NoHeader bool
+}
+
+// TraceWriter prints the transition log (`tcpscope trace`).
+type TraceWriter struct {
+	w      *bufio.Writer
+	clock  *ktime.Clock
+	opts   TraceOptions
+	buf    []byte
+	header bool
+}
+
+// NewTraceWriter writes to w, converting timestamps with clock.
+func NewTraceWriter(w io.Writer, clock *ktime.Clock, opts TraceOptions) *TraceWriter {
+	return &TraceWriter{
+		w:      bufio.NewWriterSize(w, 64<<10),
+		clock:  clock,
+		opts:   opts,
+		buf:    make([]byte, 0, 512),
+		header: opts.Format == Text && !opts.NoHeader,
+	}
+}
+
+// Text column widths. Addresses wider than the column (IPv6) push the rest
+// of the line right rather than being cut: a log must not lose digits.
+const (
+	wTime  = 15
+	wPID   = 7
+	wComm  = 16
+	wAddr  = 22
+	wState = 11
+	wMS    = 10
+	wOnCPU = 24
+	wNetNS = 11
+)
+
+// headerLine returns the text header (without newline).
+func (t *TraceWriter) headerLine() []byte {
+	b := t.buf[:0]
+	b = appendCol(b, "TIME", wTime)
+	b = appendCol(b, "PID", wPID)
+	b = appendCol(b, "COMM", wComm)
+	b = appendCol(b, "LADDR:LPORT", wAddr)
+	b = appendCol(b, "RADDR:RPORT", wAddr)
+	b = appendCol(b, "OLD", wState)
+	b = append(b, "-> "...)
+	b = appendCol(b, "NEW", wState)
+	if !t.opts.Wide {
+		return append(b, "MS"...)
+	}
+	b = appendCol(b, "MS", wMS)
+	b = appendCol(b, "TID", wPID+1)
+	b = appendCol(b, "ON-CPU", wOnCPU)
+	b = appendCol(b, "NETNS", wNetNS)
+	return append(b, "COOKIE"...)
+}
+
+// Write formats one event. Output is buffered until Flush.
+func (t *TraceWriter) Write(e *event.Event) error {
+	if t.header {
+		t.header = false
+		t.buf = append(t.headerLine(), '\n')
+		if _, err := t.w.Write(t.buf); err != nil {
+			return err
+		}
+	}
+	if t.opts.Format == JSON {
+		t.buf = t.appendJSON(t.buf[:0], e)
+	} else {
+		t.buf = t.appendText(t.buf[:0], e)
+	}
+	t.buf = append(t.buf, '\n')
+	_, err := t.w.Write(t.buf)
+	return err
+}
+
+// Flush writes buffered lines out.
+func (t *TraceWriter) Flush() error { return t.w.Flush() }
+
+func (t *TraceWriter) appendText(b []byte, e *event.Event) []byte {
+	start := len(b)
+	b = t.clock.Wall(e.Mono).AppendFormat(b, "15:04:05.000000")
+	b = pad(b, start+wTime+1)
+
+	start = len(b)
+	if e.Flags&event.OwnerKnown != 0 {
+		b = strconv.AppendUint(b, uint64(e.Owner.PID), 10)
+	} else {
+		b = append(b, '-')
+	}
+	b = pad(b, start+wPID+1)
+
+	start = len(b)
+	b = appendComm(b, &e.Owner, e.Flags&event.OwnerKnown != 0)
+	b = pad(b, start+wComm+1)
+
+	start = len(b)
+	b = appendAddrPort(b, e.Local)
+	b = pad(b, start+wAddr+1)
+	start = len(b)
+	b = appendAddrPort(b, e.Remote)
+	b = pad(b, start+wAddr+1)
+
+	start = len(b)
+	b = append(b, e.Old.String()...)
+	b = pad(b, start+wState+1)
+	b = append(b, "-> "...)
+	start = len(b)
+	b = append(b, e.New.String()...)
+	b = pad(b, start+wState+1)
+
+	start = len(b)
+	if e.Flags&event.PrevKnown != 0 {
+		b = strconv.AppendFloat(b, float64(e.InPrev)/float64(time.Millisecond), 'f', 3, 64)
+	} else {
+		b = append(b, '-')
+	}
+
+	if t.opts.Wide {
+		b = pad(b, start+wMS+1)
+		start = len(b)
+		if e.Flags&event.OwnerKnown != 0 {
+			b = strconv.AppendUint(b, uint64(e.Owner.TID), 10)
+		} else {
+			b = append(b, '-')
+		}
+		b = pad(b, start+wPID+2)
+		start = len(b)
+		b = strconv.AppendUint(b, uint64(e.OnCPU.PID), 10)
+		b = append(b, '/')
+		b = appendComm(b, &e.OnCPU, true)
+		b = pad(b, start+wOnCPU+1)
+		start = len(b)
+		b = strconv.AppendUint(b, uint64(e.NetNS), 10)
+		b = pad(b, start+wNetNS+1)
+		b = strconv.AppendUint(b, e.Cookie, 10)
+	}
+	return b
+}
+
+func (t *TraceWriter) appendJSON(b []byte, e *event.Event) []byte {
+	known := e.Flags&event.OwnerKnown != 0
+	b = append(b, `{"time":"`...)
+	b = t.clock.Wall(e.Mono).AppendFormat(b, "2006-01-02T15:04:05.000000000Z07:00")
+	b = append(b, `","pid":`...)
+	b = appendUintOrNull(b, uint64(e.Owner.PID), known)
+	b = append(b, `,"tid":`...)
+	b = appendUintOrNull(b, uint64(e.Owner.TID), known)
+	b = append(b, `,"comm":`...)
+	if known {
+		b = append(b, '"')
+		b = appendJSONSafe(b, e.Owner.CommBytes())
+		b = append(b, '"')
+	} else {
+		b = append(b, "null"...)
+	}
+	b = append(b, `,"family":"`...)
+	b = append(b, e.Family.String()...)
+	b = append(b, `","laddr":"`...)
+	b = e.Local.Addr().AppendTo(b)
+	b = append(b, `","lport":`...)
+	b = strconv.AppendUint(b, uint64(e.Local.Port()), 10)
+	b = append(b, `,"raddr":"`...)
+	b = e.Remote.Addr().AppendTo(b)
+	b = append(b, `","rport":`...)
+	b = strconv.AppendUint(b, uint64(e.Remote.Port()), 10)
+	b = append(b, `,"old":"`...)
+	b = append(b, e.Old.String()...)
+	b = append(b, `","new":"`...)
+	b = append(b, e.New.String()...)
+	b = append(b, `","ms":`...)
+	if e.Flags&event.PrevKnown != 0 {
+		b = strconv.AppendFloat(b, float64(e.InPrev)/float64(time.Millisecond), 'f', -1, 64)
+	} else {
+		b = append(b, "null"...)
+	}
+	b = append(b, `,"netns":`...)
+	b = strconv.AppendUint(b, uint64(e.NetNS), 10)
+	b = append(b, `,"cookie":`...)
+	b = strconv.AppendUint(b, e.Cookie, 10)
+	return append(b, '}')
+}
+
+func appendUintOrNull(b []byte, v uint64, ok bool) []byte {
+	if !ok {
+		return append(b, "null"...)
+	}
+	return strconv.AppendUint(b, v, 10)
+}
+
+// appendComm writes a comm made safe for a terminal, or "-" when unknown.
+func appendComm(b []byte, task *event.Task, known bool) []byte {
+	c := task.CommBytes()
+	if !known || len(c) == 0 {
+		return append(b, '-')
+	}
+	return termsafe.Append(b, c)
+}
+
+// appendJSONSafe writes untrusted bytes for a JSON string: first made
+// terminal-safe (so text and JSON show the same name), then the only two
+// characters termsafe leaves that JSON needs escaped.
+func appendJSONSafe(b, s []byte) []byte {
+	start := len(b)
+	b = termsafe.Append(b, s)
+	// termsafe output has no control bytes; escape '"' and '\' in place.
+	n := 0
+	for _, c := range b[start:] {
+		if c == '"' || c == '\\' {
+			n++
+		}
+	}
+	if n == 0 {
+		return b
+	}
+	end := len(b)
+	for i := 0; i < n; i++ {
+		b = append(b, 0)
+	}
+	j := len(b) - 1
+	for i := end - 1; i >= start; i-- {
+		c := b[i]
+		b[j] = c
+		j--
+		if c == '"' || c == '\\' {
+			b[j] = '\\'
+			j--
+		}
+	}
+	return b
+}
+
+func appendAddrPort(b []byte, ap netip.AddrPort) []byte {
+	a := ap.Addr()
+	if a.Is6() {
+		b = append(b, '[')
+		b = a.AppendTo(b)
+		b = append(b, ']')
+	} else {
+		b = a.AppendTo(b)
+	}
+	b = append(b, ':')
+	return strconv.AppendUint(b, uint64(ap.Port()), 10)
+}
+
+// pad appends spaces up to column width w (counted from the start of b);
+// a value at or past the column gets one separating space.
+func pad(b []byte, w int) []byte {
+	if len(b) >= w {
+		return append(b, ' ')
+	}
+	for len(b) < w {
+		b = append(b, ' ')
+	}
+	return b
+}
+
+func appendCol(b []byte, s string, w int) []byte {
+	start := len(b)
+	b = append(b, s...)
+	return pad(b, start+w+1)
+}
