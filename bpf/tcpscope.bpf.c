@@ -254,17 +254,20 @@ static __always_inline bool claimed(struct claims *c, __u64 sk, __u32 states)
 	return false;
 }
 
-static __always_inline bool pass_filters(const struct event *e)
+/* Filters run before a record is reserved: a reserved-then-discarded record
+ * would still take ring space until the reader passes it. */
+static __always_inline bool pass_filters(__u32 pid, __u32 netns, __u16 family, __u16 sport,
+					 __u16 dport, int oldstate, int newstate)
 {
-	if (filter_pid && e->pid != filter_pid)
+	if (filter_pid && pid != filter_pid)
 		return false;
-	if (filter_netns && e->netns != filter_netns)
+	if (filter_netns && netns != filter_netns)
 		return false;
-	if (filter_family && e->family != filter_family)
+	if (filter_family && family != filter_family)
 		return false;
-	if (filter_port && e->sport != filter_port && e->dport != filter_port)
+	if (filter_port && sport != filter_port && dport != filter_port)
 		return false;
-	if (filter_states && !(filter_states & ((1u << e->oldstate) | (1u << e->newstate))))
+	if (filter_states && !(filter_states & ((1u << oldstate) | (1u << newstate))))
 		return false;
 	return true;
 }
@@ -306,6 +309,7 @@ static __always_inline int handle_transition(const struct sock *sk, int oldstate
 	__u16 family = sk->__sk_common.skc_family;
 	__u32 netns = sock_netns(sk);
 	__u16 sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+	__u16 dport = bpf_ntohs(sk->__sk_common.skc_dport);
 	struct task_struct *task = bpf_get_current_task_btf();
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u8 flags = 0;
@@ -357,9 +361,12 @@ static __always_inline int handle_transition(const struct sock *sk, int oldstate
 			bpf_map_delete_elem(&listeners, &lk);
 	}
 
-	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e)
-		stat_inc(STAT_RINGBUF_DROPS);
+	struct event *e = NULL;
+	if (pass_filters(info->pid, netns, family, sport, dport, oldstate, newstate)) {
+		e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+		if (!e)
+			stat_inc(STAT_RINGBUF_DROPS);
+	}
 	if (e) {
 		e->ts_ns = now;
 		e->cookie = cookie;
@@ -374,7 +381,7 @@ static __always_inline int handle_transition(const struct sock *sk, int oldstate
 		e->cpu_tid = (__u32)pid_tgid;
 		e->family = family;
 		e->sport = sport;
-		e->dport = bpf_ntohs(sk->__sk_common.skc_dport);
+		e->dport = dport;
 		e->oldstate = oldstate;
 		e->newstate = newstate;
 		e->owner_src = info->owner_src;
@@ -409,10 +416,6 @@ static __always_inline int handle_transition(const struct sock *sk, int oldstate
 	if (recovered)
 		flags |= EV_RECOVERED;
 	e->flags = flags;
-	if (!pass_filters(e)) {
-		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
-		return 0;
-	}
 	submit(e);
 	return 0;
 }
