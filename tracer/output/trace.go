@@ -40,6 +40,40 @@ type TraceWriter struct {
 	opts   TraceOptions
 	buf    []byte
 	header bool
+	stamp  stampCache
+}
+
+// stampCache keeps the formatted parts of a timestamp that change once a
+// second (date, time, zone), so each event formats only its fraction.
+type stampCache struct {
+	sec       int64
+	text, rfc []byte // "15:04:05." and "2006-01-02T15:04:05."
+	zone      []byte // "Z07:00"
+	valid     bool
+}
+
+func (c *stampCache) update(t time.Time) {
+	if c.valid && t.Unix() == c.sec {
+		return
+	}
+	c.valid, c.sec = true, t.Unix()
+	c.text = t.AppendFormat(c.text[:0], "15:04:05.")
+	c.rfc = t.AppendFormat(c.rfc[:0], "2006-01-02T15:04:05.")
+	c.zone = t.AppendFormat(c.zone[:0], "Z07:00")
+}
+
+// appendFraction appends the first digits of t's nanoseconds, zero-padded.
+func appendFraction(b []byte, t time.Time, digits int) []byte {
+	ns := t.Nanosecond()
+	for i := digits; i < 9; i++ {
+		ns /= 10
+	}
+	var d [9]byte
+	for i := digits - 1; i >= 0; i-- {
+		d[i] = byte('0' + ns%10)
+		ns /= 10
+	}
+	return append(b, d[:digits]...)
 }
 
 // NewTraceWriter writes to w, converting timestamps with clock.
@@ -111,7 +145,9 @@ func (t *TraceWriter) Flush() error { return t.w.Flush() }
 
 func (t *TraceWriter) appendText(b []byte, e *event.Event) []byte {
 	start := len(b)
-	b = t.clock.Wall(e.Mono).AppendFormat(b, "15:04:05.000000")
+	wall := t.clock.Wall(e.Mono)
+	t.stamp.update(wall)
+	b = appendFraction(append(b, t.stamp.text...), wall, 6)
 	b = pad(b, start+wTime+1)
 
 	start = len(b)
@@ -173,7 +209,10 @@ func (t *TraceWriter) appendText(b []byte, e *event.Event) []byte {
 func (t *TraceWriter) appendJSON(b []byte, e *event.Event) []byte {
 	known := e.Flags&event.OwnerKnown != 0
 	b = append(b, `{"time":"`...)
-	b = t.clock.Wall(e.Mono).AppendFormat(b, "2006-01-02T15:04:05.000000000Z07:00")
+	wall := t.clock.Wall(e.Mono)
+	t.stamp.update(wall)
+	b = appendFraction(append(b, t.stamp.rfc...), wall, 9)
+	b = append(b, t.stamp.zone...)
 	b = append(b, `","pid":`...)
 	b = appendUintOrNull(b, uint64(e.Owner.PID), known)
 	b = append(b, `,"tid":`...)
