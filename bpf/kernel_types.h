@@ -84,6 +84,7 @@ struct socket {
 	struct sock *sk;
 };
 
+
 /* A socket and its inode are allocated together: SOCK_INODE() in the kernel. */
 struct socket_alloc {
 	struct socket socket;
@@ -103,6 +104,14 @@ struct sock {
 struct inet_sock {
 	struct sock sk;
 	__be16 inet_sport;
+};
+
+struct inet_connection_sock {
+	struct inet_sock icsk_inet;
+};
+
+struct tcp_sock {
+	struct inet_connection_sock inet_conn;
 };
 
 struct fdtable {

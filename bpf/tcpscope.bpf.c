@@ -122,7 +122,13 @@ struct claims {
 	__u64 sk[CLAIM_SLOTS];
 	__u32 states[CLAIM_SLOTS];
 	__u32 next;
+	/* Records submitted on this CPU since the ring fill level was last
+	 * checked: reading it touches the reader's cache line, so it is checked
+	 * every FILL_CHECK_EVERY records, not on each. */
+	__u32 since_fill_check;
 };
+
+#define FILL_CHECK_EVERY 16
 
 enum stat_index {
 	STAT_RINGBUF_DROPS = 0, /* bpf_ringbuf_reserve failed: event lost */
@@ -229,18 +235,21 @@ static __always_inline bool in_owner_context(int oldstate, int newstate)
 	return false;
 }
 
+/* The state programs get a trusted struct sock pointer: plain loads through
+ * it (and through the pointers it leads to) are JITed as guarded loads,
+ * several times cheaper than bpf_probe_read_kernel calls. */
 static __always_inline __u32 sock_netns(const struct sock *sk)
 {
-	return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	return sk->__sk_common.skc_net.net->ns.inum;
 }
 
 static __always_inline __u64 sock_inode(const struct sock *sk)
 {
-	struct socket *sock = BPF_CORE_READ(sk, sk_socket);
+	struct socket *sock = sk->sk_socket;
 
-	if (!sock)
+	if (!sock || !sock->file)
 		return 0;
-	return BPF_CORE_READ((struct socket_alloc *)sock, vfs_inode.i_ino);
+	return sock->file->f_inode->i_ino;
 }
 
 static __always_inline bool claimed(struct claims *c, __u64 sk, __u32 states)
@@ -272,12 +281,23 @@ static __always_inline bool pass_filters(__u32 pid, __u32 netns, __u16 family, _
 	return true;
 }
 
+static __always_inline bool ring_filling(void)
+{
+	__u32 zero = 0;
+	struct claims *c = bpf_map_lookup_elem(&claims, &zero);
+
+	if (!c || ++c->since_fill_check < FILL_CHECK_EVERY)
+		return false;
+	c->since_fill_check = 0;
+	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes;
+}
+
 static __always_inline void submit(struct event *e)
 {
 	__u32 zero = 0;
 	__u32 *waiting = bpf_map_lookup_elem(&reader_state, &zero);
 
-	if ((waiting && *waiting) || bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes) {
+	if ((waiting && *waiting) || ring_filling()) {
 		stat_inc(STAT_WAKEUPS);
 		bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
 		return;
@@ -308,7 +328,12 @@ static __always_inline int handle_transition(const struct sock *sk, int oldstate
 	__u64 cookie = bpf_get_socket_cookie((void *)sk);
 	__u16 family = sk->__sk_common.skc_family;
 	__u32 netns = sock_netns(sk);
-	__u16 sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
+	if (!tp)
+		return 0;
+	/* inet_sport, not skc_num: inet_put_port() zeroes skc_num before the
+	 * CLOSE transition is traced. */
+	__u16 sport = bpf_ntohs(tp->inet_conn.icsk_inet.inet_sport);
 	__u16 dport = bpf_ntohs(sk->__sk_common.skc_dport);
 	struct task_struct *task = bpf_get_current_task_btf();
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -374,7 +399,7 @@ static __always_inline int handle_transition(const struct sock *sk, int oldstate
 		e->prev_ns = prev_ns;
 		e->inode = sock_inode(sk);
 		e->netns = netns;
-		e->uid = BPF_CORE_READ(sk, sk_uid.val);
+		e->uid = sk->sk_uid.val;
 		e->pid = info->pid;
 		e->tid = info->tid;
 		e->cpu_pid = pid_tgid >> 32;
@@ -389,13 +414,13 @@ static __always_inline int handle_transition(const struct sock *sk, int oldstate
 		bpf_get_current_comm(e->cpu_comm, sizeof(e->cpu_comm));
 		__builtin_memset(e->_pad, 0, sizeof(e->_pad));
 		if (family == AF_INET6) {
-			BPF_CORE_READ_INTO(&e->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
-			BPF_CORE_READ_INTO(&e->daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+			__builtin_memcpy(e->saddr, sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8, 16);
+			__builtin_memcpy(e->daddr, sk->__sk_common.skc_v6_daddr.in6_u.u6_addr8, 16);
 		} else {
 			__builtin_memset(e->saddr, 0, sizeof(e->saddr));
 			__builtin_memset(e->daddr, 0, sizeof(e->daddr));
-			BPF_CORE_READ_INTO((__u32 *)e->saddr, sk, __sk_common.skc_rcv_saddr);
-			BPF_CORE_READ_INTO((__u32 *)e->daddr, sk, __sk_common.skc_daddr);
+			*(__u32 *)e->saddr = sk->__sk_common.skc_rcv_saddr;
+			*(__u32 *)e->daddr = sk->__sk_common.skc_daddr;
 		}
 	}
 
@@ -551,7 +576,7 @@ int seed_owners(struct bpf_iter__task_file *ctx)
 
 	if (state == TCP_LISTEN) {
 		struct listener_key lk = {
-			.netns = sock_netns(sk),
+			.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum),
 			.port = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport)),
 		};
 		struct listener_owner lo = {.skaddr = skaddr, .pid = info.pid, .tid = info.tid};

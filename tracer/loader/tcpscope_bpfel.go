@@ -14,11 +14,11 @@ import (
 )
 
 type tcpscopeClaims struct {
-	_      structs.HostLayout
-	Sk     [4]uint64
-	States [4]uint32
-	Next   uint32
-	_      [4]byte
+	_              structs.HostLayout
+	Sk             [4]uint64
+	States         [4]uint32
+	Next           uint32
+	SinceFillCheck uint32
 }
 
 type tcpscopeEvent struct {
