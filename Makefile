@@ -9,6 +9,8 @@ APT_NEEDS := clang-14:clang-14 llvm-strip-14:llvm-14 /usr/include/bpf/bpf_helper
 	/usr/include/x86_64-linux-gnu/asm/types.h:linux-libc-dev bpftool:bpftool ss:iproute2 \
 	netstat:net-tools bpftrace:bpftrace
 FUZZTIME ?= 10s
+# e.g. BENCH_ARGS="-wait-quiet 30s" on a shared machine
+BENCH_ARGS ?=
 
 .PHONY: help build run generate check-generate deps lint test test-unit fuzz bench clean
 
@@ -57,8 +59,11 @@ fuzz: ## run each fuzz target for FUZZTIME (default 10s)
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./tracer/event
 	$(GO) test -run '^$$' -fuzz '^FuzzAppend$$' -fuzztime $(FUZZTIME) ./tracer/termsafe
 
-bench: deps build ## Go benchmarks and the churn report against peers (root)
+bench: deps build ## Go benchmarks and the churn report against peers (root): out/bench.md
 	$(GO) test -run '^$$' -bench . -benchmem ./tracer/event ./tracer/output
+	$(GO) build -o bin/tcpchurn ./cmd/tcpchurn
+	$(GO) build -o bin/tcpscope-bench ./cmd/tcpscope-bench
+	./bin/tcpscope-bench -tcpscope $(BIN) -tcpchurn bin/tcpchurn -out out/bench.md $(BENCH_ARGS)
 
 clean: ## remove build output
 	rm -rf bin out

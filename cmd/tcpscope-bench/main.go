@@ -1,0 +1,459 @@
+// Command tcpscope-bench measures what tracing every TCP state change costs,
+// in one bounded run (under three minutes by default), and writes a
+// markdown report to stdout and to -out, with the raw numbers as JSON
+// beside it:
+//
+//   - the loopback connection churn rate (tcpchurn, a separate process) with
+//     no tracer, with `tcpscope trace > /dev/null`, and with a bpftrace
+//     equivalent of the classic tcpstates tool (tcpstates.bt) > /dev/null,
+//     for server-first and client-first close, the median of -runs runs of
+//     -duration each, interleaved so that outside load spreads evenly;
+//   - the events each tracer lost;
+//   - the BPF programs' own cost per hit (kernel.bpf_stats_enabled);
+//   - the kernel-to-user-space latency of events, measured in this process
+//     with the loader and a sink that subtracts each event's timestamp from
+//     CLOCK_MONOTONIC.
+//
+// It needs root for everything but the bare churn rate. Parts whose tool is
+// missing are reported as skipped.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/tcpscope/tcpscope/tracer/churn"
+)
+
+type options struct {
+	tcpscope string
+	tcpchurn string
+	bpftrace string
+	bpftool  string
+	out      string
+	jsonOut  string
+	runs     int
+	duration time.Duration
+	workers  int
+	skipLat  bool
+	quiet    time.Duration
+}
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == churnChildArg {
+		os.Exit(churnChild(os.Args[2:]))
+	}
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	var o options
+	fs := flag.NewFlagSet("tcpscope-bench", flag.ContinueOnError)
+	fs.StringVar(&o.tcpscope, "tcpscope", "bin/tcpscope", "tcpscope binary (\"\" to skip its runs)")
+	fs.StringVar(&o.tcpchurn, "tcpchurn", "bin/tcpchurn", "tcpchurn binary (when missing, this binary churns in a child of its own)")
+	fs.StringVar(&o.bpftrace, "bpftrace", "bpftrace", "bpftrace binary (\"\" to skip its runs)")
+	fs.StringVar(&o.bpftool, "bpftool", "bpftool", "bpftool, to see when bpftrace has attached")
+	fs.StringVar(&o.out, "out", "out/bench.md", "markdown report file (\"\" for stdout only)")
+	fs.StringVar(&o.jsonOut, "json", "", "raw results as JSON (default: -out with .json)")
+	fs.IntVar(&o.runs, "runs", 3, "churn runs per close order and tracer (median reported)")
+	fs.DurationVar(&o.duration, "duration", 4*time.Second, "length of each churn run")
+	fs.IntVar(&o.workers, "workers", 0, "tcpchurn -workers (default: its own)")
+	fs.BoolVar(&o.skipLat, "skip-inprocess", false, "skip the in-process latency and BPF cost run")
+	fs.DurationVar(&o.quiet, "wait-quiet", 0, "before each run, wait up to this long for the CPUs to be 90% idle (for shared machines)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if o.runs < 1 || o.runs > 9 || o.duration < 500*time.Millisecond || o.duration > 30*time.Second || o.quiet < 0 || o.quiet > 10*time.Minute {
+		fmt.Fprintln(os.Stderr, "tcpscope-bench: want 1 <= -runs <= 9, 0.5s <= -duration <= 30s and -wait-quiet <= 10m")
+		return 2
+	}
+	if o.jsonOut == "" && o.out != "" {
+		o.jsonOut = strings.TrimSuffix(o.out, filepath.Ext(o.out)) + ".json"
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	// A hard bound on the whole run, whatever happens.
+	ctx, cancel := context.WithTimeout(ctx, budget(o))
+	defer cancel()
+
+	b := &bench{opts: o, log: os.Stderr}
+	rep := b.run(ctx)
+
+	md := renderMarkdown(rep)
+	fmt.Print(md)
+	status := 0
+	if o.out != "" {
+		if err := writeFile(o.out, []byte(md)); err != nil {
+			fmt.Fprintf(os.Stderr, "tcpscope-bench: %v\n", err)
+			status = 1
+		}
+	}
+	if o.jsonOut != "" {
+		raw, _ := json.MarshalIndent(rep, "", "  ")
+		if err := writeFile(o.jsonOut, append(raw, '\n')); err != nil {
+			fmt.Fprintf(os.Stderr, "tcpscope-bench: %v\n", err)
+			status = 1
+		}
+	}
+	if o.out != "" {
+		fmt.Fprintf(os.Stderr, "tcpscope-bench: report in %s, raw results in %s\n", o.out, o.jsonOut)
+	}
+	if rep.Baseline() == 0 {
+		status = 1 // not even the bare churn worked
+	}
+	return status
+}
+
+// budget is the most the whole run may take: every churn run with its
+// tracer's start and stop, plus the fixed parts, with room to spare.
+func budget(o options) time.Duration {
+	perRun := o.duration + 12*time.Second + o.quiet
+	return time.Duration(2*3*o.runs+4)*perRun + time.Minute
+}
+
+func writeFile(path string, data []byte) error {
+	if dir := filepath.Dir(path); dir != "." {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+	}
+	return os.WriteFile(path, data, 0o644)
+}
+
+type bench struct {
+	opts   options
+	log    io.Writer
+	rep    *Report
+	script string // tcpstates.bt written out for bpftrace
+}
+
+func (b *bench) logf(format string, a ...any) {
+	fmt.Fprintf(b.log, "tcpscope-bench: "+format+"\n", a...)
+}
+
+func (b *bench) note(format string, a ...any) {
+	s := fmt.Sprintf(format, a...)
+	b.rep.Notes = append(b.rep.Notes, s)
+	b.logf("%s", s)
+}
+
+var closeOrders = []string{"server", "client"}
+
+const (
+	tracerNone     = "none"
+	tracerTcpscope = "tcpscope"
+	tracerBpftrace = "bpftrace"
+)
+
+func (b *bench) run(ctx context.Context) *Report {
+	start := time.Now()
+	b.rep = newReport(b.opts)
+	rep := b.rep
+	if idle := sampleIdle(ctx, time.Second); idle < 0.9 {
+		b.note("the machine was busy before the bench started: %.0f%% of its CPUs in use by other processes", 100*(1-idle))
+	}
+
+	// The tools.
+	root := os.Geteuid() == 0
+	if !root {
+		b.note("not running as root: tracers and BPF measurements skipped; only the bare churn rate is measured")
+	}
+	churnCmd := b.churnCommand()
+	tracers := []string{tracerNone}
+	if root {
+		if p, ok := b.findTcpscope(); ok {
+			rep.Tools.Tcpscope = p
+			tracers = append(tracers, tracerTcpscope)
+		}
+		if p, ok := b.findBpftrace(); ok {
+			rep.Tools.Bpftrace = p
+			tracers = append(tracers, tracerBpftrace)
+		}
+	}
+	if p, err := exec.LookPath(b.opts.bpftool); err == nil {
+		rep.Tools.Bpftool = p
+	}
+
+	// Warm up: fill the time-wait table and caches to their steady state,
+	// which back-to-back runs keep.
+	b.logf("warm-up churn (%v)", min(2*time.Second, b.opts.duration))
+	if _, err := b.churn(ctx, churnCmd, "server", min(2*time.Second, b.opts.duration)); err != nil {
+		b.note("warm-up churn failed: %v", err)
+	}
+
+	// The rate matrix, interleaved: round after round of every close order
+	// and tracer, so that drift and outside load hit all alike.
+	for round := 1; round <= b.opts.runs && ctx.Err() == nil; round++ {
+		for _, order := range closeOrders {
+			for _, tr := range tracers {
+				if ctx.Err() != nil {
+					break
+				}
+				r := b.rateRun(ctx, churnCmd, order, tr, round)
+				rep.RawRuns = append(rep.RawRuns, r)
+				if r.Error != "" {
+					b.logf("round %d close=%s tracer=%s: %s", round, order, tr, r.Error)
+				} else {
+					b.logf("round %d close=%-6s tracer=%-8s rate=%8.0f/s conns=%d lost=%s idle before=%.0f%%",
+						round, order, tr, r.Rate, r.Conns, lostString(r), 100*r.IdleBefore)
+				}
+			}
+		}
+	}
+
+	// bpftrace's losses: one more run writing to a file we can read.
+	if root && rep.Tools.Bpftrace != "" && ctx.Err() == nil {
+		rep.BpftraceLoss = b.bpftraceLossRun(ctx, churnCmd)
+	}
+
+	// In-process: BPF cost per hit and delivery latency.
+	if root && !b.opts.skipLat && ctx.Err() == nil {
+		for _, order := range closeOrders {
+			if ctx.Err() != nil {
+				break
+			}
+			b.logf("in-process tracer: close=%s (%v)", order, b.opts.duration)
+			ip, err := b.inProcess(ctx, churnCmd, order)
+			if err != nil {
+				b.note("in-process measurement (close=%s) failed: %v", order, err)
+				continue
+			}
+			rep.InProcess = append(rep.InProcess, ip)
+		}
+	}
+	if ctx.Err() != nil {
+		b.note("stopped early: %v", context.Cause(ctx))
+	}
+	idles := []float64{}
+	for _, r := range rep.RawRuns {
+		idles = append(idles, r.IdleBefore)
+	}
+	for _, r := range rep.InProcess {
+		idles = append(idles, r.IdleBefore)
+	}
+	if rep.BpftraceLoss != nil {
+		idles = append(idles, rep.BpftraceLoss.IdleBefore)
+	}
+	busy := 0
+	for _, idle := range idles {
+		if idle < 0.8 {
+			busy++
+		}
+	}
+	if busy > 0 {
+		b.note("other processes kept over 20%% of the CPUs busy just before %d of %d runs (*idle before*): those rates are low and noisy; rerun on a quiet machine, or with -wait-quiet", busy, len(idles))
+	}
+	if b.script != "" {
+		os.Remove(b.script)
+	}
+	rep.summarize()
+	rep.TotalSec = time.Since(start).Seconds()
+	return rep
+}
+
+func lostString(r RunResult) string {
+	if r.Tracer == tracerNone {
+		return "-"
+	}
+	if r.Lost == nil {
+		return "?"
+	}
+	return fmt.Sprint(*r.Lost)
+}
+
+func (b *bench) findTcpscope() (string, bool) {
+	if b.opts.tcpscope == "" {
+		b.note("tcpscope runs skipped (-tcpscope \"\")")
+		return "", false
+	}
+	p, err := exec.LookPath(b.opts.tcpscope)
+	if err != nil {
+		b.note("tcpscope binary not found at %q (build it with `make build`): tcpscope runs skipped", b.opts.tcpscope)
+		return "", false
+	}
+	abs, _ := filepath.Abs(p)
+	return abs, true
+}
+
+func (b *bench) findBpftrace() (string, bool) {
+	if b.opts.bpftrace == "" {
+		b.note("bpftrace runs skipped (-bpftrace \"\")")
+		return "", false
+	}
+	p, err := exec.LookPath(b.opts.bpftrace)
+	if err != nil {
+		b.note("bpftrace not found (%q; Debian package bpftrace): bpftrace runs skipped", b.opts.bpftrace)
+		return "", false
+	}
+	if out, err := exec.Command(p, "--version").Output(); err == nil {
+		b.rep.Tools.BpftraceVersion = strings.TrimSpace(string(out))
+	}
+	return p, true
+}
+
+// churnCommand is how a churn process is started: tcpchurn when it is
+// there, else this binary in its churn mode.
+func (b *bench) churnCommand() []string {
+	if p, err := exec.LookPath(b.opts.tcpchurn); err == nil {
+		abs, _ := filepath.Abs(p)
+		b.rep.Tools.Tcpchurn = abs
+		return []string{abs}
+	}
+	self, err := os.Executable()
+	if err != nil {
+		self = os.Args[0]
+	}
+	b.note("tcpchurn not found at %q: churning with %s %s instead", b.opts.tcpchurn, filepath.Base(self), churnChildArg)
+	b.rep.Tools.Tcpchurn = self + " " + churnChildArg
+	return []string{self, churnChildArg}
+}
+
+// churnChildArg makes this binary act as tcpchurn -json.
+const churnChildArg = "churn-child"
+
+func churnChild(args []string) int {
+	fs := flag.NewFlagSet(churnChildArg, flag.ContinueOnError)
+	var (
+		cfg     churn.Config
+		closeBy string
+	)
+	fs.IntVar(&cfg.Conns, "n", churn.DefaultConns, "")
+	fs.DurationVar(&cfg.Duration, "duration", churn.DefaultDuration, "")
+	fs.IntVar(&cfg.Workers, "workers", 0, "")
+	fs.StringVar(&closeBy, "close", "server", "")
+	fs.Bool("json", true, "")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	order, err := churn.ParseCloseOrder(closeBy)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	cfg.Close = order
+	res, err := churn.Run(context.Background(), cfg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	out, _ := json.Marshal(res.Summary())
+	fmt.Printf("%s\n", out)
+	return 0
+}
+
+// churnResult is one churn process's outcome.
+type churnResult struct {
+	churn.Summary
+	CPUSec float64 // user+system time of the churn process
+}
+
+// maxConns bounds every churn run by count as well as by time: far more
+// than any machine reaches in the time given.
+func maxConns(d time.Duration) int { return int(d.Seconds() * 1_000_000) }
+
+func (b *bench) churn(ctx context.Context, cmdline []string, order string, d time.Duration) (churnResult, error) {
+	args := append(cmdline[1:len(cmdline):len(cmdline)],
+		"-json", "-close", order, "-duration", d.String(), "-n", fmt.Sprint(maxConns(d)))
+	if b.opts.workers > 0 {
+		args = append(args, "-workers", fmt.Sprint(b.opts.workers))
+	}
+	ctx, cancel := context.WithTimeout(ctx, d+15*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, cmdline[0], args...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	var res churnResult
+	if cmd.ProcessState != nil {
+		res.CPUSec = (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds()
+	}
+	if err != nil {
+		return res, fmt.Errorf("churn: %v: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	if err := json.Unmarshal(out, &res.Summary); err != nil {
+		return res, fmt.Errorf("churn output %q: %v", out, err)
+	}
+	return res, nil
+}
+
+func (b *bench) rateRun(ctx context.Context, churnCmd []string, order, tracer string, round int) RunResult {
+	r := RunResult{Close: order, Tracer: tracer, Round: round}
+	r.IdleBefore = b.waitQuiet(ctx)
+	var tp *tracerProc
+	var err error
+	switch tracer {
+	case tracerTcpscope:
+		tp, err = startTcpscope(ctx, b.rep.Tools.Tcpscope)
+	case tracerBpftrace:
+		tp, err = b.startBpftrace(ctx, os.DevNull)
+	}
+	if err != nil {
+		r.Error = err.Error()
+		return r
+	}
+	load0 := loadAvg()
+	cpu0 := readCPUStat()
+	res, err := b.churn(ctx, churnCmd, order, b.opts.duration)
+	r.IdleFrac = readCPUStat().idleSince(cpu0)
+	r.LoadAvg = load0
+	r.ChurnCPUSec = res.CPUSec
+	if err != nil {
+		r.Error = err.Error()
+	}
+	r.Conns, r.Errors, r.Rate, r.ElapsedSec = res.Conns, res.Errors, res.Rate, res.ElapsedSec
+	if tp != nil {
+		st := tp.stop()
+		r.TracerCPUSec = st.cpuSec
+		if st.err != nil && r.Error == "" {
+			r.Error = fmt.Sprintf("%s: %v: %s", tracer, st.err, lastLines(st.stderr, 3))
+		}
+		if tracer == tracerTcpscope {
+			if s, ok := parseSummary(st.stderr); ok {
+				r.Events, r.Lost = &s.Events, &s.Lost
+				r.RingDrops, r.NestedMissed, r.NestedRecovered = &s.RingDrops, &s.NestedMissed, &s.NestedRecovered
+			} else if r.Error == "" {
+				r.Error = "tcpscope printed no summary line: " + lastLines(st.stderr, 3)
+			}
+		}
+		if tracer == tracerBpftrace {
+			// Its output went to /dev/null, so losses (printed in the
+			// output) are counted by the separate loss run.
+			r.Lost = nil
+		}
+	}
+	return r
+}
+
+// waitQuiet samples how idle the CPUs are while nothing of ours runs, which
+// shows outside load, and with -wait-quiet waits a while for them to be
+// idle.
+func (b *bench) waitQuiet(ctx context.Context) float64 {
+	idle := sampleIdle(ctx, 300*time.Millisecond)
+	for deadline := time.Now().Add(b.opts.quiet); idle < 0.9 && time.Now().Before(deadline) && ctx.Err() == nil; {
+		idle = sampleIdle(ctx, 500*time.Millisecond)
+	}
+	return idle
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, " | ")
+}
