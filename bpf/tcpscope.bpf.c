@@ -57,7 +57,7 @@ enum owner_src {
 #define EV_OWNER_KNOWN 0x1
 #define EV_PREV_KNOWN 0x2  /* prev_ns is valid */
 #define EV_RECOVERED 0x4   /* emitted by the nested-run recovery program */
-#define EV_UNTRACKED 0x8   /* socks map full: owner and age not kept */
+#define EV_UNTRACKED 0x8   /* no memory for socket storage: owner and age not kept */
 
 /* One record per transition. Layout is part of the Go decoder's contract
  * (tracer/event): fixed size, naturally aligned, no implicit padding. */
@@ -89,7 +89,7 @@ struct event {
 
 /* Per-socket state kept between transitions. */
 struct sock_info {
-	__u64 cookie;   /* cookie when stored, 0 if not generated yet (accept path) */
+	__u64 cookie;   /* in `accepted`: the socket's cookie, 0 if not generated yet */
 	__u64 since_ns; /* when the socket entered its current state, 0 = unknown */
 	__u32 pid;
 	__u32 tid;
@@ -133,7 +133,7 @@ struct claims {
 enum stat_index {
 	STAT_RINGBUF_DROPS = 0, /* bpf_ringbuf_reserve failed: event lost */
 	STAT_RECOVERED = 1,     /* firings handled by the recovery program */
-	STAT_UNTRACKED = 2,     /* socks map full: socket not tracked */
+	STAT_UNTRACKED = 2,     /* socket storage or `accepted` could not be allocated */
 	STAT_TRANSITIONS = 3,   /* TCP transitions seen (emitted or filtered) */
 	STAT_WAKEUPS = 4,       /* forced reader wakeups */
 	STAT_MAX,
@@ -145,19 +145,29 @@ struct {
 	__uint(max_entries, 1 << 23);
 } events SEC(".maps");
 
-/* key: struct sock address; value: owner and state-entry time.
- * Inserted by the state programs on a socket's first transition, by the
- * accept exit programs, and by the iter/task_file seed; deleted by the state
- * programs when the socket reaches TCP_CLOSE. A stale entry left by a lost
- * CLOSE is detected by its cookie. No preallocation: memory follows the
- * number of live sockets; max_entries is set by the loader. */
+/* Per-socket owner and state-entry time, in socket-local storage: found in
+ * O(1) from the socket, freed by the kernel with the socket, no size limit.
+ * Created by the state programs on a socket's first transition and by the
+ * iter/task_file seed. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct sock_info);
+} socks SEC(".maps");
+
+/* key: struct sock address; value: the process accept() returned it to.
+ * Inserted by the accept exit programs (syscall tracepoints cannot reach
+ * socket-local storage); moved into `socks` and deleted by the state
+ * programs at the socket's next transition. The cookie guards against a
+ * reused address. Size set by the loader. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 1 << 18);
 	__type(key, __u64);
 	__type(value, struct sock_info);
-} socks SEC(".maps");
+} accepted SEC(".maps");
 
 /* key: (netns, local port) of a listening socket; value: its owner.
  * Inserted on CLOSE->LISTEN and by the seed; deleted on LISTEN->CLOSE by the
@@ -340,21 +350,31 @@ static __always_inline int handle_transition(const struct sock *sk, int oldstate
 	__u8 flags = 0;
 	__u64 prev_ns = 0;
 
-	struct sock_info *info = bpf_map_lookup_elem(&socks, &skaddr);
-	if (info && info->cookie && info->cookie != cookie)
-		info = NULL; /* left over from a socket that used this address */
-
 	struct sock_info fresh = {};
-	if (info) {
-		if (info->since_ns) {
-			prev_ns = now - info->since_ns;
-			flags |= EV_PREV_KNOWN;
-		}
-	} else {
+	struct sock_info *info = bpf_sk_storage_get(&socks, (void *)sk, NULL, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!info) {
 		info = &fresh;
+		flags |= EV_UNTRACKED;
+		stat_inc(STAT_UNTRACKED);
+	} else if (info->since_ns) {
+		prev_ns = now - info->since_ns;
+		flags |= EV_PREV_KNOWN;
 	}
-	info->cookie = cookie;
 	info->since_ns = now;
+
+	/* Returned by accept() since the last transition? */
+	if (info->owner_src != OWNER_SYSCALL && info->owner_src != OWNER_ACCEPT) {
+		struct sock_info *acc = bpf_map_lookup_elem(&accepted, &skaddr);
+		if (acc) {
+			if (!acc->cookie || acc->cookie == cookie) {
+				info->pid = acc->pid;
+				info->tid = acc->tid;
+				__builtin_memcpy(info->comm, acc->comm, sizeof(info->comm));
+				info->owner_src = OWNER_ACCEPT;
+			}
+			bpf_map_delete_elem(&accepted, &skaddr);
+		}
+	}
 
 	if (in_owner_context(oldstate, newstate) && !(task->flags & PF_KTHREAD)) {
 		info->pid = pid_tgid >> 32;
@@ -379,7 +399,7 @@ static __always_inline int handle_transition(const struct sock *sk, int oldstate
 		struct listener_owner lo = {.skaddr = skaddr, .pid = info->pid, .tid = info->tid};
 		__builtin_memcpy(lo.comm, info->comm, sizeof(lo.comm));
 		bpf_map_update_elem(&listeners, &lk, &lo, BPF_ANY);
-	} else if (oldstate == TCP_LISTEN) {
+	} else if (oldstate == TCP_LISTEN && newstate == TCP_CLOSE) {
 		struct listener_key lk = {.netns = netns, .port = sport};
 		struct listener_owner *lo = bpf_map_lookup_elem(&listeners, &lk);
 		if (lo && lo->skaddr == skaddr)
@@ -421,16 +441,6 @@ static __always_inline int handle_transition(const struct sock *sk, int oldstate
 			__builtin_memset(e->daddr, 0, sizeof(e->daddr));
 			*(__u32 *)e->saddr = sk->__sk_common.skc_rcv_saddr;
 			*(__u32 *)e->daddr = sk->__sk_common.skc_daddr;
-		}
-	}
-
-	/* Book-keeping is done for every transition; only emission filters. */
-	if (newstate == TCP_CLOSE) {
-		bpf_map_delete_elem(&socks, &skaddr);
-	} else if (info == &fresh) {
-		if (bpf_map_update_elem(&socks, &skaddr, &fresh, BPF_ANY)) {
-			flags |= EV_UNTRACKED;
-			stat_inc(STAT_UNTRACKED);
 		}
 	}
 
@@ -501,24 +511,15 @@ static __always_inline int on_accept_exit(long fd)
 		return 0;
 
 	__u64 skaddr = (__u64)sk;
-	__u64 cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct sock_info *info = bpf_map_lookup_elem(&socks, &skaddr);
-	struct sock_info fresh = {};
-
-	if (info && (!cookie || !info->cookie || info->cookie == cookie)) {
-		info->pid = pid_tgid >> 32;
-		info->tid = (__u32)pid_tgid;
-		bpf_get_current_comm(info->comm, sizeof(info->comm));
-		info->owner_src = OWNER_ACCEPT;
-		return 0;
-	}
-	fresh.cookie = cookie;
-	fresh.pid = pid_tgid >> 32;
-	fresh.tid = (__u32)pid_tgid;
-	bpf_get_current_comm(fresh.comm, sizeof(fresh.comm));
-	fresh.owner_src = OWNER_ACCEPT;
-	if (bpf_map_update_elem(&socks, &skaddr, &fresh, BPF_ANY))
+	struct sock_info acc = {
+		.cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter),
+		.pid = pid_tgid >> 32,
+		.tid = (__u32)pid_tgid,
+		.owner_src = OWNER_ACCEPT,
+	};
+	bpf_get_current_comm(acc.comm, sizeof(acc.comm));
+	if (bpf_map_update_elem(&accepted, &skaddr, &acc, BPF_ANY))
 		stat_inc(STAT_UNTRACKED);
 	return 0;
 }
@@ -556,27 +557,28 @@ int seed_owners(struct bpf_iter__task_file *ctx)
 	struct socket *sock = bpf_sock_from_file(file);
 	if (!sock)
 		return 0;
-	struct sock *sk = BPF_CORE_READ(sock, sk);
-	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+	struct sock *sk = sock->sk;
+	if (!sk || sk->sk_protocol != IPPROTO_TCP)
 		return 0;
-	__u8 state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	__u8 state = sk->__sk_common.skc_state;
 	if (state == TCP_CLOSE)
 		return 0; /* no CLOSE event will come to delete it */
 
 	__u64 skaddr = (__u64)sk;
 	struct sock_info info = {
-		.cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter),
-		.pid = BPF_CORE_READ(task, tgid),
-		.tid = BPF_CORE_READ(task, pid),
+		.pid = task->tgid,
+		.tid = task->pid,
 		.owner_src = OWNER_ITER,
 	};
-	BPF_CORE_READ_STR_INTO(&info.comm, task, comm);
-	if (bpf_map_update_elem(&socks, &skaddr, &info, BPF_NOEXIST) == -7 /* E2BIG */)
+	__builtin_memcpy(info.comm, task->comm, sizeof(info.comm));
+	/* A live transition may have created the storage already: it wins. */
+	if (!bpf_sk_storage_get(&socks, sk, NULL, 0) &&
+	    !bpf_sk_storage_get(&socks, sk, &info, BPF_SK_STORAGE_GET_F_CREATE))
 		stat_inc(STAT_UNTRACKED);
 
 	if (state == TCP_LISTEN) {
 		struct listener_key lk = {
-			.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum),
+			.netns = sock_netns(sk),
 			.port = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport)),
 		};
 		struct listener_owner lo = {.skaddr = skaddr, .pid = info.pid, .tid = info.tid};

@@ -89,6 +89,7 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	tcpscopeMapAccepted             = "accepted"
 	tcpscopeMapClaims               = "claims"
 	tcpscopeMapEvents               = "events"
 	tcpscopeMapListeners            = "listeners"
@@ -163,6 +164,7 @@ type tcpscopeProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcpscopeMapSpecs struct {
+	Accepted    *ebpf.MapSpec `ebpf:"accepted"`
 	Claims      *ebpf.MapSpec `ebpf:"claims"`
 	Events      *ebpf.MapSpec `ebpf:"events"`
 	Listeners   *ebpf.MapSpec `ebpf:"listeners"`
@@ -205,6 +207,7 @@ func (o *tcpscopeObjects) Close() error {
 //
 // It can be passed to loadTcpscopeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcpscopeMaps struct {
+	Accepted    *ebpf.Map `ebpf:"accepted"`
 	Claims      *ebpf.Map `ebpf:"claims"`
 	Events      *ebpf.Map `ebpf:"events"`
 	Listeners   *ebpf.Map `ebpf:"listeners"`
@@ -215,6 +218,7 @@ type tcpscopeMaps struct {
 
 func (m *tcpscopeMaps) Close() error {
 	return _TcpscopeClose(
+		m.Accepted,
 		m.Claims,
 		m.Events,
 		m.Listeners,

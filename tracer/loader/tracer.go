@@ -25,8 +25,9 @@ import (
 type Config struct {
 	// RingBytes is the ring buffer size, a power of two (default 8 MiB).
 	RingBytes int
-	// MaxSockets bounds the kernel-side socket map (default 262144). Sockets
-	// beyond it are still reported, without owner or age.
+	// MaxSockets bounds how many accepted sockets may wait for their next
+	// transition to pick up their acceptor as owner (default 262144).
+	// Per-socket state itself lives in socket-local storage, unbounded.
 	MaxSockets int
 	// Batch is how long the reader lets events accumulate before reading
 	// them when events are flowing (default 2ms). A quiet ring wakes the
@@ -139,7 +140,7 @@ func (t *Tracer) load() error {
 		return fmt.Errorf("parse BPF object: %w", err)
 	}
 	spec.Maps["events"].MaxEntries = uint32(t.cfg.RingBytes)
-	spec.Maps["socks"].MaxEntries = uint32(t.cfg.MaxSockets)
+	spec.Maps["accepted"].MaxEntries = uint32(t.cfg.MaxSockets)
 
 	f := t.cfg.Filter
 	vars := []struct {
