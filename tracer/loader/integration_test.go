@@ -12,9 +12,11 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -101,7 +103,6 @@ func (c *collector) withPort(port uint16, from int) []event.Event {
 type tracing struct {
 	tr   *loader.Tracer
 	col  *collector
-	done chan error
 	from int // scenarios look at events from here on (see begin)
 }
 
@@ -148,7 +149,7 @@ func startTracer(t *testing.T, cfg loader.Config) *tracing {
 			t.Errorf("Close: %v", err)
 		}
 	})
-	return &tracing{tr: tr, col: col, done: done}
+	return &tracing{tr: tr, col: col}
 }
 
 func startProc(t *testing.T, opts sockproc.Options) *sockproc.Proc {
@@ -935,23 +936,123 @@ func TestKernelPortFilter(t *testing.T) {
 	}
 }
 
+// ftraceWitness records, through a private tracefs instance, every
+// sock:inet_sock_set_state firing with port as local or remote port: the
+// kernel's own account, independent of the BPF programs. Nil (logged) when
+// tracefs instances are not available.
+type ftraceWitness struct{ dir string }
+
+func startWitness(t *testing.T, port uint16) *ftraceWitness {
+	t.Helper()
+	dir := filepath.Join("/sys/kernel/tracing/instances", fmt.Sprintf("tcpscope-test-%d-%d", os.Getpid(), port))
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Logf("no ftrace witness: %v", err)
+		return nil
+	}
+	w := &ftraceWitness{dir: dir}
+	ev := filepath.Join(dir, "events/sock/inet_sock_set_state")
+	t.Cleanup(func() {
+		os.WriteFile(filepath.Join(ev, "enable"), []byte("0"), 0)
+		if err := os.Remove(dir); err != nil {
+			t.Errorf("remove ftrace instance: %v", err)
+		}
+	})
+	for _, kv := range [][2]string{
+		{filepath.Join(dir, "buffer_size_kb"), "8192"},
+		{filepath.Join(ev, "filter"), fmt.Sprintf("sport == %d || dport == %d", port, port)},
+		{filepath.Join(ev, "enable"), "1"},
+	} {
+		if err := os.WriteFile(kv[0], []byte(kv[1]), 0); err != nil {
+			t.Logf("no ftrace witness: %s: %v", kv[0], err)
+			return nil
+		}
+	}
+	return w
+}
+
+// missing stops the witness and returns the kernel's transitions that are
+// not among evs, matched by ports and states, and how many it recorded.
+func (w *ftraceWitness) missing(evs []event.Event) (missing []string, total int) {
+	os.WriteFile(filepath.Join(w.dir, "events/sock/inet_sock_set_state/enable"), []byte("0"), 0)
+	raw, err := os.ReadFile(filepath.Join(w.dir, "trace"))
+	if err != nil {
+		return []string{err.Error()}, 0
+	}
+	state := map[string]event.State{"TCP_FIN_WAIT1": event.FinWait1, "TCP_FIN_WAIT2": event.FinWait2}
+	for s := event.Established; s <= event.MaxState; s++ {
+		state["TCP_"+s.String()] = s
+	}
+	key := func(sport, dport uint16, old, new event.State) string {
+		if old == event.Close && new == event.SynSent {
+			sport = 0 // the port is picked after the transition
+		}
+		return fmt.Sprintf("%d %d %v %v", sport, dport, old, new)
+	}
+	have := map[string]int{}
+	for _, e := range evs {
+		have[key(e.Local.Port(), e.Remote.Port(), e.Old, e.New)]++
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		i := strings.Index(line, "sport=")
+		if i < 0 {
+			continue
+		}
+		total++
+		var sport, dport uint16
+		var old, new event.State
+		for _, f := range strings.Fields(line[i:]) {
+			k, v, _ := strings.Cut(f, "=")
+			switch k {
+			case "sport", "dport":
+				n, _ := strconv.ParseUint(v, 10, 16)
+				if k == "sport" {
+					sport = uint16(n)
+				} else {
+					dport = uint16(n)
+				}
+			case "oldstate":
+				old = state[v]
+			case "newstate":
+				new = state[v]
+			}
+		}
+		if k := key(sport, dport, old, new); have[k] > 0 {
+			have[k]--
+		} else {
+			missing = append(missing, strings.TrimSpace(line))
+		}
+	}
+	return missing, total
+}
+
 // TestChurn: one process makes many short loopback connections to itself,
 // half closed by the client first, half by the server first. Nothing may be
-// lost and every socket must report its whole life.
+// lost and every socket must report its whole life. A tracefs instance
+// records the same tracepoint as a witness: if the tracer misses something,
+// the failure shows what the kernel did.
 func TestChurn(t *testing.T) {
 	const conns = 2000
+	requireRoot(t)
+	// A port for the churn's listener, known in advance for the witness,
+	// found before tracing so that this lookup is not traced.
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := uint16(l.Addr().(*net.TCPAddr).Port)
+	l.Close()
+
 	tc := startTracer(t, loader.Config{})
 	p := startProc(t, sockproc.Options{Comm: "tsp-churn", Timeout: 20 * time.Second})
 	ns := netnsOf(t, p.Pid())
+	witness := startWitness(t, port)
 
 	start := time.Now()
-	f := do(t, p, "churn", "127.0.0.1:0", conns)
+	f := do(t, p, "churn", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port), conns)
 	elapsed := time.Since(start)
-	port64, err := strconv.ParseUint(f[0], 10, 16)
-	if err != nil {
-		t.Fatalf("churn reply %q", f)
+	if f[0] != strconv.Itoa(int(port)) {
+		t.Fatalf("churn reply %q, want port %d", f, port)
 	}
-	port := uint16(port64)
 
 	var groups []*group
 	nsSet := map[uint32]bool{ns: true}
@@ -967,44 +1068,8 @@ func TestChurn(t *testing.T) {
 		}
 		return true
 	}
-	if !waitUntil(eventTimeout, done) {
-		st, _ := tc.tr.Stats()
-		t.Logf("DEBUG stats %+v; total collected %d", st, len(tc.col.all()))
-		select {
-		case err := <-tc.done:
-			t.Logf("DEBUG Run has returned: %v", err)
-			tc.done <- err
-		default:
-			t.Logf("DEBUG Run still running")
-		}
-		n := 0
-		for _, g := range groups {
-			if len(g.evs) != 5 && n < 6 {
-				n++
-				t.Logf("DEBUG incomplete %#x:\n%s", g.cookie, dump(g.evs))
-			}
-		}
-		for _, g := range groups {
-			if len(g.evs) != 5 && g.evs[0].New != event.Listen {
-				for _, e := range tc.col.withPort(g.evs[0].Remote.Port(), 0) {
-					if e.Local.Port() == g.evs[0].Remote.Port() || e.Remote.Port() == g.evs[0].Remote.Port() {
-						t.Logf("DEBUG peer-port event: %s", dump([]event.Event{e}))
-					}
-				}
-			}
-		}
-		out, _ := exec.Command("sh", "-c", fmt.Sprintf("ss -tanoie '( sport = :%d or dport = :%d )'", port, port)).CombinedOutput()
-		t.Logf("DEBUG ss:\n%s", out)
-		out, _ = exec.Command("sh", "-c", "nstat -az | grep -Ei 'retrans|backlog|drop|TCPTimeouts|LossProbe|Abort|Orphan'").CombinedOutput()
-		t.Logf("DEBUG nstat:\n%s", out)
-		t0 := time.Now()
-		ok := waitUntil(20*time.Second, done)
-		st, _ = tc.tr.Stats()
-		t.Logf("DEBUG completed=%v after %v more; stats %+v", ok, time.Since(t0), st)
-		out, _ = exec.Command("sh", "-c", fmt.Sprintf("ss -tanoie '( sport = :%d or dport = :%d )'", port, port)).CombinedOutput()
-		t.Logf("DEBUG ss:\n%s", out)
-		out, _ = exec.Command("sh", "-c", "nstat -az | grep -Ei 'retrans|backlog|drop|TCPTimeouts|LossProbe'").CombinedOutput()
-		t.Logf("DEBUG nstat:\n%s", out)
+	complete := waitUntil(eventTimeout, done)
+	if !complete {
 		t.Errorf("after %v: %d sockets on port %d, want %d, or some not closed", eventTimeout, len(groups), port, 2*conns+1)
 	}
 
@@ -1063,16 +1128,12 @@ func TestChurn(t *testing.T) {
 		t.Errorf("%d listeners, want 1", counts["listener"])
 	}
 
-	s, err := tc.tr.Stats()
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := must[loader.Stats](t)(tc.tr.Stats())
 	t.Logf("%d connections in %v; %d events on port %d, %d recovered; stats: transitions=%d lost=%d ring drops=%d main misses=%d recovered=%d recovery misses=%d untracked=%d wakeups=%d",
 		conns, elapsed.Round(time.Millisecond), events, port, recovered, s.Transitions, s.Lost(), s.RingDrops, s.MainMisses, s.Recovered, s.RecoveryMisses, s.Untracked, s.Wakeups)
 	if s.Lost() != 0 {
-		foreign := int64(s.Transitions) - int64(events)
 		t.Errorf("lost %d transitions (%d of the %d transitions seen were not this test's: other TCP load on the machine)",
-			s.Lost(), foreign, s.Transitions)
+			s.Lost(), int64(s.Transitions)-int64(events), s.Transitions)
 	}
 	tc.col.mu.Lock()
 	if len(tc.col.lost) > 0 {
@@ -1081,5 +1142,15 @@ func TestChurn(t *testing.T) {
 	tc.col.mu.Unlock()
 	if uint64(recovered) > s.Recovered {
 		t.Errorf("%d events flagged Recovered, the counter says %d", recovered, s.Recovered)
+	}
+	if witness != nil {
+		missing, total := witness.missing(tc.col.withPort(port, tc.from))
+		t.Logf("ftrace witness: the kernel fired the tracepoint %d times for port %d", total, port)
+		for _, m := range missing {
+			t.Errorf("the kernel traced a transition the tracer did not report (stats above: nothing counted as lost):\n    %s", m)
+		}
+		if !complete && len(missing) == 0 {
+			t.Errorf("sockets incomplete, but the kernel did not trace the missing transitions either")
+		}
 	}
 }
