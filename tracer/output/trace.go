@@ -151,11 +151,7 @@ func (t *TraceWriter) appendText(b []byte, e *event.Event) []byte {
 	b = pad(b, start+wTime+1)
 
 	start = len(b)
-	if e.Flags&event.OwnerKnown != 0 {
-		b = strconv.AppendUint(b, uint64(e.Owner.PID), 10)
-	} else {
-		b = append(b, '-')
-	}
+	b = appendIDOrDash(b, e.Owner.PID, e.Flags&event.OwnerKnown != 0)
 	b = pad(b, start+wPID+1)
 
 	start = len(b)
@@ -187,11 +183,7 @@ func (t *TraceWriter) appendText(b []byte, e *event.Event) []byte {
 	if t.opts.Wide {
 		b = pad(b, start+wMS+1)
 		start = len(b)
-		if e.Flags&event.OwnerKnown != 0 {
-			b = strconv.AppendUint(b, uint64(e.Owner.TID), 10)
-		} else {
-			b = append(b, '-')
-		}
+		b = appendIDOrDash(b, e.Owner.TID, e.Flags&event.OwnerKnown != 0)
 		b = pad(b, start+wPID+2)
 		start = len(b)
 		b = strconv.AppendUint(b, uint64(e.OnCPU.PID), 10)
@@ -250,6 +242,14 @@ func (t *TraceWriter) appendJSON(b []byte, e *event.Event) []byte {
 	b = append(b, `,"cookie":`...)
 	b = strconv.AppendUint(b, e.Cookie, 10)
 	return append(b, '}')
+}
+
+// appendIDOrDash writes a pid or tid, or "-" when unknown, as netstat does.
+func appendIDOrDash(b []byte, id uint32, known bool) []byte {
+	if !known {
+		return append(b, '-')
+	}
+	return strconv.AppendUint(b, uint64(id), 10)
 }
 
 func appendUintOrNull(b []byte, v uint64, ok bool) []byte {
