@@ -42,8 +42,8 @@ const (
 	// Recovered: the main BPF program was busy on this CPU when the
 	// tracepoint fired again; the recovery program emitted the event.
 	Recovered Flags = 0x4
-	// Untracked: the kernel-side socket map was full, so neither owner nor
-	// state age are kept for this socket.
+	// Untracked: the kernel could not allocate socket-local storage, so
+	// neither owner nor state age are kept for this socket.
 	Untracked Flags = 0x8
 )
 
