@@ -17,7 +17,8 @@ type Stats struct {
 	// RecoveryMisses counts firings the recovery program was skipped for;
 	// harmless, since the main program handled those.
 	RecoveryMisses uint64
-	// Untracked counts sockets the kernel-side socket map had no room for.
+	// Untracked counts sockets whose socket storage, or whose entry in the
+	// accept hand-over map, could not be allocated.
 	Untracked uint64
 	// Wakeups counts reader wakeups forced by the BPF side.
 	Wakeups uint64
