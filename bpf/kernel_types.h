@@ -63,6 +63,9 @@ struct sock_common {
 	};
 	unsigned short skc_family;
 	volatile unsigned char skc_state;
+	union {
+		struct sock *skc_listener; /* request sockets: their listener */
+	};
 	possible_net_t skc_net;
 	struct in6_addr skc_v6_daddr;
 	struct in6_addr skc_v6_rcv_saddr;
@@ -91,12 +94,25 @@ struct socket_alloc {
 	struct inode vfs_inode;
 };
 
+struct hlist_node {
+	struct hlist_node *next;
+	struct hlist_node **pprev;
+};
+
+struct timer_list {
+	struct hlist_node entry;
+	unsigned long expires;
+	void (*function)(struct timer_list *);
+};
+
 struct sock {
 	struct sock_common __sk_common;
 	struct socket *sk_socket;
+	struct timer_list sk_timer; /* keepalive (and orphan FIN_WAIT2) timer */
 	kuid_t sk_uid;
 	u16 sk_protocol;
 	u16 sk_type;
+	u32 sk_ack_backlog;
 };
 
 /* inet_sport survives inet_put_port(), which zeroes skc_num before the
@@ -108,10 +124,45 @@ struct inet_sock {
 
 struct inet_connection_sock {
 	struct inet_sock icsk_inet;
+	struct timer_list icsk_retransmit_timer;
+	__u8 icsk_retransmits;
+	__u8 icsk_pending;
+	__u8 icsk_probes_out;
 };
 
 struct tcp_sock {
 	struct inet_connection_sock inet_conn;
+	u32 copied_seq;
+	u32 write_seq;
+	u32 rcv_nxt;
+	u32 snd_una;
+};
+
+/* Replaces a full socket in TIME_WAIT (or an orphan's FIN_WAIT2). */
+struct inet_timewait_sock {
+	struct sock_common __tw_common;
+	unsigned char tw_substate;
+	__be16 tw_sport;
+	struct timer_list tw_timer;
+};
+
+struct tcp_timewait_sock {
+	struct inet_timewait_sock tw_sk;
+};
+
+/* A connection request: SYN received, handshake not complete. */
+struct request_sock {
+	struct sock_common __req_common;
+	u8 num_timeout;
+	struct timer_list rsk_timer;
+};
+
+struct inet_request_sock {
+	struct request_sock req;
+};
+
+struct tcp_request_sock {
+	struct inet_request_sock req;
 };
 
 struct fdtable {
@@ -132,7 +183,11 @@ struct task_struct {
 	struct files_struct *files;
 };
 
-struct bpf_iter_meta;
+struct seq_file;
+
+struct bpf_iter_meta {
+	struct seq_file *seq;
+};
 
 #pragma clang attribute pop
 
@@ -151,6 +206,18 @@ struct bpf_iter__task_file {
 		struct file *file;
 		__u64 _file;
 	};
+};
+
+struct bpf_iter__tcp {
+	union {
+		struct bpf_iter_meta *meta;
+		__u64 _meta;
+	};
+	union {
+		struct sock_common *sk_common;
+		__u64 _sk_common;
+	};
+	__u32 uid;
 };
 
 #endif /* TCPSCOPE_KERNEL_TYPES_H */

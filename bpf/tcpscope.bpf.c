@@ -87,6 +87,65 @@ struct event {
 	char cpu_comm[16]; /* on-CPU task's comm */
 };
 
+/* Timewait and request sockets change state without the state tracepoint:
+ * the kernel arms a timer when one is created (tcp_time_wait(),
+ * reqsk_queue_hash_req()) and stops it when the socket goes (expiry, RST,
+ * 4-tuple reuse, handshake completion). One record per timer start/stop of
+ * those two timer functions. Told apart from struct event by its size. */
+enum timer_kind {
+	TK_TIMEWAIT_START = 1,
+	TK_TIMEWAIT_STOP = 2,
+	TK_REQUEST_START = 3,
+	TK_REQUEST_STOP = 4,
+};
+
+struct timer_event {
+	__u64 ts_ns;
+	__u64 cookie; /* timewait: the cookie of the full socket it replaced */
+	__u64 skaddr;
+	__u64 expires_ns; /* start: ns from ts_ns until the timer fires */
+	__u32 netns;
+	__u32 uid;
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;
+	__u16 family;
+	__u8 kind;  /* enum timer_kind */
+	__u8 state; /* timewait: TIME_WAIT or FIN_WAIT2; request: SYN_RECV */
+};
+
+/* One socket as iter/tcp finds it, with what /proc/net/tcp would print for
+ * it (queues, timer) and what tcpscope knows (owner, state age). */
+struct sock_rec {
+	__u64 cookie;
+	__u64 skaddr;
+	__u64 since_ns; /* entered its state, 0 = before tracing */
+	__u64 inode;
+	__u64 timer_ns; /* until the timer fires, never negative */
+	__u32 netns;
+	__u32 uid;
+	__u32 pid;
+	__u32 tid;
+	__s32 fd; /* -1 = not known */
+	__u32 rx_queue;
+	__u32 tx_queue;
+	__u16 sport;
+	__u16 dport;
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 family;
+	__u8 state;
+	__u8 kind;  /* 0 full, 1 timewait, 2 request */
+	__u8 timer; /* /proc/net/tcp "tr": 0 off, 1 retransmit, 2 keepalive, 3 timewait, 4 probe */
+	__u8 retransmits;
+	__u8 probes;
+	__u8 owner_src;
+	__u8 flags; /* EV_OWNER_KNOWN */
+	__u8 _pad[7];
+	char comm[16];
+};
+
 /* Per-socket state kept between transitions. */
 struct sock_info {
 	__u64 cookie;   /* in `accepted`: the socket's cookie, 0 if not generated yet */
@@ -95,7 +154,8 @@ struct sock_info {
 	__u32 tid;
 	char comm[16];
 	__u8 owner_src;
-	__u8 _pad[7];
+	__u8 _pad[3];
+	__u32 fd1; /* the owner's fd + 1; 0 = not known */
 };
 
 struct listener_key {
@@ -209,6 +269,8 @@ struct {
 
 /* Referenced so that their BTF is emitted for bpf2go -type. */
 struct event *unused_event __attribute__((unused));
+struct timer_event *unused_timer_event __attribute__((unused));
+struct sock_rec *unused_sock_rec __attribute__((unused));
 enum stat_index *unused_stat_index __attribute__((unused));
 
 /* Kernel-side filters for `trace`, set at load time. 0 means "any". */
@@ -220,6 +282,12 @@ const volatile __u16 filter_family = 0;
 /* Wake the reader when this many bytes are waiting, so a burst cannot fill
  * the ring during its batching sleep. Set by the loader. */
 const volatile __u64 wakeup_bytes = 1 << 21;
+/* Kernel addresses of tw_timer_handler and reqsk_timer_handler (from
+ * kallsyms; 0 disables timewait/request tracking), and the length of a
+ * jiffy (1e9 / CONFIG_HZ). Set by the loader. */
+const volatile __u64 tw_timer_fn = 0;
+const volatile __u64 req_timer_fn = 0;
+const volatile __u64 ns_per_jiffy = 4000000;
 
 static __always_inline void stat_inc(__u32 idx)
 {
@@ -302,7 +370,7 @@ static __always_inline bool ring_filling(void)
 	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes;
 }
 
-static __always_inline void submit(struct event *e)
+static __always_inline void submit(void *e)
 {
 	__u32 zero = 0;
 	__u32 *waiting = bpf_map_lookup_elem(&reader_state, &zero);
@@ -371,12 +439,15 @@ static __always_inline int handle_transition(const struct sock *sk, int oldstate
 				info->tid = acc->tid;
 				__builtin_memcpy(info->comm, acc->comm, sizeof(info->comm));
 				info->owner_src = OWNER_ACCEPT;
+				info->fd1 = acc->fd1;
 			}
 			bpf_map_delete_elem(&accepted, &skaddr);
 		}
 	}
 
 	if (in_owner_context(oldstate, newstate) && !(task->flags & PF_KTHREAD)) {
+		if (info->pid != pid_tgid >> 32)
+			info->fd1 = 0;
 		info->pid = pid_tgid >> 32;
 		info->tid = (__u32)pid_tgid;
 		bpf_get_current_comm(info->comm, sizeof(info->comm));
@@ -391,6 +462,7 @@ static __always_inline int handle_transition(const struct sock *sk, int oldstate
 			info->tid = lo->tid;
 			__builtin_memcpy(info->comm, lo->comm, sizeof(info->comm));
 			info->owner_src = OWNER_LISTENER;
+			info->fd1 = 0;
 		}
 	}
 
@@ -517,6 +589,7 @@ static __always_inline int on_accept_exit(long fd)
 		.pid = pid_tgid >> 32,
 		.tid = (__u32)pid_tgid,
 		.owner_src = OWNER_ACCEPT,
+		.fd1 = fd + 1,
 	};
 	bpf_get_current_comm(acc.comm, sizeof(acc.comm));
 	if (bpf_map_update_elem(&accepted, &skaddr, &acc, BPF_ANY))
@@ -569,12 +642,18 @@ int seed_owners(struct bpf_iter__task_file *ctx)
 		.pid = task->tgid,
 		.tid = task->pid,
 		.owner_src = OWNER_ITER,
+		.fd1 = ctx->fd + 1,
 	};
 	__builtin_memcpy(info.comm, task->comm, sizeof(info.comm));
-	/* A live transition may have created the storage already: it wins. */
-	if (!bpf_sk_storage_get(&socks, sk, NULL, 0) &&
-	    !bpf_sk_storage_get(&socks, sk, &info, BPF_SK_STORAGE_GET_F_CREATE))
+	/* A live transition may have created the storage already: it wins, but
+	 * the fd is only known from here. */
+	struct sock_info *have = bpf_sk_storage_get(&socks, sk, NULL, 0);
+	if (have) {
+		if (!have->fd1 && have->pid == info.pid)
+			have->fd1 = info.fd1;
+	} else if (!bpf_sk_storage_get(&socks, sk, &info, BPF_SK_STORAGE_GET_F_CREATE)) {
 		stat_inc(STAT_UNTRACKED);
+	}
 
 	if (state == TCP_LISTEN) {
 		struct listener_key lk = {
@@ -585,5 +664,187 @@ int seed_owners(struct bpf_iter__task_file *ctx)
 		__builtin_memcpy(lo.comm, info.comm, sizeof(lo.comm));
 		bpf_map_update_elem(&listeners, &lk, &lo, BPF_NOEXIST);
 	}
+	return 0;
+}
+
+/* Copy a sock_common's tuple (shared by full, timewait and request sockets)
+ * through probe reads: the pointer was derived, not handed to us trusted. */
+static __always_inline void read_tuple(const struct sock_common *skc, __u8 *saddr, __u8 *daddr,
+				       __u16 *family, __u16 *dport)
+{
+	*family = BPF_CORE_READ(skc, skc_family);
+	*dport = bpf_ntohs(BPF_CORE_READ(skc, skc_dport));
+	if (*family == AF_INET6) {
+		BPF_CORE_READ_INTO((struct in6_addr *)saddr, skc, skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO((struct in6_addr *)daddr, skc, skc_v6_daddr);
+	} else {
+		__builtin_memset(saddr, 0, 16);
+		__builtin_memset(daddr, 0, 16);
+		*(__u32 *)saddr = BPF_CORE_READ(skc, skc_rcv_saddr);
+		*(__u32 *)daddr = BPF_CORE_READ(skc, skc_daddr);
+	}
+}
+
+static __always_inline __u64 jiffies_left_ns(unsigned long expires)
+{
+	__s64 left = (__s64)(expires - bpf_jiffies64());
+
+	return left > 0 ? (__u64)left * ns_per_jiffy : 0;
+}
+
+/* A timer of a timewait or request socket started (expires = the jiffy it
+ * fires at) or stopped (expires = 0). */
+static __always_inline int on_sock_timer(struct timer_list *timer, unsigned long expires, bool start)
+{
+	__u64 fn = (__u64)timer->function;
+	__u8 kind;
+	const struct sock_common *skc;
+
+	if (!fn)
+		return 0;
+	if (fn == tw_timer_fn) {
+		kind = start ? TK_TIMEWAIT_START : TK_TIMEWAIT_STOP;
+		skc = (void *)timer - bpf_core_field_offset(struct inet_timewait_sock, tw_timer);
+	} else if (fn == req_timer_fn) {
+		kind = start ? TK_REQUEST_START : TK_REQUEST_STOP;
+		skc = (void *)timer - bpf_core_field_offset(struct request_sock, rsk_timer);
+	} else {
+		return 0;
+	}
+
+	struct timer_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		stat_inc(STAT_RINGBUF_DROPS);
+		return 0;
+	}
+	e->ts_ns = bpf_ktime_get_ns();
+	e->skaddr = (__u64)skc;
+	e->cookie = BPF_CORE_READ(skc, skc_cookie.counter);
+	e->expires_ns = start ? jiffies_left_ns(expires) : 0;
+	e->netns = BPF_CORE_READ(skc, skc_net.net, ns.inum);
+	e->kind = kind;
+	read_tuple(skc, e->saddr, e->daddr, &e->family, &e->dport);
+	if (kind == TK_TIMEWAIT_START || kind == TK_TIMEWAIT_STOP) {
+		struct inet_timewait_sock *tw = (void *)skc;
+		e->sport = bpf_ntohs(BPF_CORE_READ(tw, tw_sport));
+		e->state = BPF_CORE_READ(tw, tw_substate);
+		e->uid = 0;
+	} else {
+		e->sport = BPF_CORE_READ(skc, skc_num);
+		e->state = TCP_SYN_RECV;
+		e->uid = BPF_CORE_READ(skc, skc_listener, sk_uid.val);
+	}
+	submit(e);
+	return 0;
+}
+
+SEC("tp_btf/timer_start")
+int BPF_PROG(on_timer_start, struct timer_list *timer, unsigned long bucket_expiry)
+{
+	return on_sock_timer(timer, bucket_expiry, true);
+}
+
+SEC("tp_btf/timer_cancel")
+int BPF_PROG(on_timer_cancel, struct timer_list *timer)
+{
+	return on_sock_timer(timer, 0, false);
+}
+
+#define ICSK_TIME_RETRANS 1
+#define ICSK_TIME_PROBE0 3
+#define ICSK_TIME_LOSS_PROBE 5
+#define ICSK_TIME_REO_TIMEOUT 6
+
+static __always_inline void fill_full(struct sock_rec *r, struct tcp_sock *tp)
+{
+	struct sock *sk = &tp->inet_conn.icsk_inet.sk;
+	struct inet_connection_sock *icsk = &tp->inet_conn;
+	__u8 pending = icsk->icsk_pending;
+
+	r->cookie = bpf_get_socket_cookie(sk);
+	r->sport = bpf_ntohs(tp->inet_conn.icsk_inet.inet_sport);
+	r->uid = sk->sk_uid.val;
+	r->inode = sock_inode(sk);
+	if (r->state == TCP_LISTEN)
+		r->rx_queue = sk->sk_ack_backlog;
+	else
+		r->rx_queue = (__s32)(tp->rcv_nxt - tp->copied_seq) > 0 ? tp->rcv_nxt - tp->copied_seq : 0;
+	r->tx_queue = tp->write_seq - tp->snd_una;
+	r->retransmits = icsk->icsk_retransmits;
+	r->probes = icsk->icsk_probes_out;
+	/* The same choice of timer as /proc/net/tcp makes. */
+	if (pending == ICSK_TIME_RETRANS || pending == ICSK_TIME_REO_TIMEOUT ||
+	    pending == ICSK_TIME_LOSS_PROBE) {
+		r->timer = 1;
+		r->timer_ns = jiffies_left_ns(icsk->icsk_retransmit_timer.expires);
+	} else if (pending == ICSK_TIME_PROBE0) {
+		r->timer = 4;
+		r->timer_ns = jiffies_left_ns(icsk->icsk_retransmit_timer.expires);
+	} else if (sk->sk_timer.entry.pprev) {
+		r->timer = 2;
+		r->timer_ns = jiffies_left_ns(sk->sk_timer.expires);
+	}
+
+	struct sock_info *info = bpf_sk_storage_get(&socks, sk, NULL, 0);
+	if (info) {
+		r->since_ns = info->since_ns;
+		if (info->owner_src != OWNER_NONE) {
+			r->flags = EV_OWNER_KNOWN;
+			r->pid = info->pid;
+			r->tid = info->tid;
+			r->owner_src = info->owner_src;
+			r->fd = (__s32)info->fd1 - 1;
+			__builtin_memcpy(r->comm, info->comm, sizeof(r->comm));
+		}
+	}
+}
+
+/* Dump every TCP socket of the reader's network namespace: full sockets,
+ * timewait sockets and request sockets, one struct sock_rec each. */
+SEC("iter/tcp")
+int dump_tcp(struct bpf_iter__tcp *ctx)
+{
+	struct sock_common *skc = ctx->sk_common;
+	struct sock_rec r = {};
+
+	if (!skc)
+		return 0;
+	r.skaddr = (__u64)skc;
+	r.fd = -1;
+	r.state = skc->skc_state;
+	r.netns = BPF_CORE_READ(skc, skc_net.net, ns.inum);
+	read_tuple(skc, r.saddr, r.daddr, &r.family, &r.dport);
+
+	if (r.state == TCP_TIME_WAIT) {
+		struct tcp_timewait_sock *tw = bpf_skc_to_tcp_timewait_sock(skc);
+		if (!tw)
+			return 0;
+		struct inet_timewait_sock *itw = (void *)tw;
+		r.kind = 1;
+		r.cookie = BPF_CORE_READ(skc, skc_cookie.counter);
+		r.state = BPF_CORE_READ(itw, tw_substate);
+		r.sport = bpf_ntohs(BPF_CORE_READ(itw, tw_sport));
+		r.timer = 3;
+		r.timer_ns = jiffies_left_ns(BPF_CORE_READ(itw, tw_timer.expires));
+	} else if (r.state == TCP_NEW_SYN_RECV) {
+		struct tcp_request_sock *req = bpf_skc_to_tcp_request_sock(skc);
+		if (!req)
+			return 0;
+		struct request_sock *rs = (void *)req;
+		r.kind = 2;
+		r.cookie = BPF_CORE_READ(skc, skc_cookie.counter);
+		r.state = TCP_SYN_RECV;
+		r.sport = BPF_CORE_READ(skc, skc_num);
+		r.uid = BPF_CORE_READ(skc, skc_listener, sk_uid.val);
+		r.timer = 1;
+		r.timer_ns = jiffies_left_ns(BPF_CORE_READ(rs, rsk_timer.expires));
+		r.retransmits = BPF_CORE_READ(rs, num_timeout);
+	} else {
+		struct tcp_sock *tp = bpf_skc_to_tcp_sock(skc);
+		if (!tp)
+			return 0;
+		fill_full(&r, tp);
+	}
+	bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
 	return 0;
 }

@@ -89,8 +89,57 @@ func (t *Task) CommBytes() []byte {
 	return t.Comm[:]
 }
 
-// Event is one TCP state transition.
+// Kind says what an Event records. Transitions come from the
+// sock:inet_sock_set_state tracepoint; the others from the kernel arming and
+// stopping the timers of timewait and request sockets, which change state
+// without that tracepoint firing.
+type Kind uint8
+
+const (
+	// Transition: Old -> New of a full socket.
+	Transition Kind = 0
+	// TimewaitStart: the kernel (re)armed a timewait socket's timer. The
+	// socket is in New (TimeWait, or FinWait2 for an orphan) until the timer
+	// fires, Expires after Mono. A timewait socket takes over the cookie of
+	// the full socket it replaces; this record comes just before that full
+	// socket's transition to CLOSE.
+	TimewaitStart Kind = 1
+	// TimewaitStop: the timewait socket's timer stopped: it expired, the
+	// socket was killed (RST, 4-tuple reuse, namespace exit), or it is being
+	// re-armed (a TimewaitStart for the same socket follows at once).
+	TimewaitStop Kind = 2
+	// RequestStart: a request socket (SYN_RECV, handshake not complete)
+	// was queued, or its SYN-ACK retransmit timer re-armed.
+	RequestStart Kind = 3
+	// RequestStop: the request socket's timer stopped: the handshake
+	// completed (a full socket takes over), it was dropped, or it is being
+	// re-armed.
+	RequestStop Kind = 4
+)
+
+func (k Kind) String() string {
+	switch k {
+	case Transition:
+		return "transition"
+	case TimewaitStart:
+		return "timewait-start"
+	case TimewaitStop:
+		return "timewait-stop"
+	case RequestStart:
+		return "request-start"
+	case RequestStop:
+		return "request-stop"
+	}
+	return "unknown"
+}
+
+// Event is one TCP state transition, or (Kind != Transition) a change of a
+// timewait or request socket.
 type Event struct {
+	Kind Kind
+	// Expires is, for TimewaitStart and RequestStart, how long after Mono the
+	// kernel's timer fires.
+	Expires time.Duration
 	// Mono is the kernel's CLOCK_MONOTONIC time of the transition in
 	// nanoseconds; see ktime.Clock for wall time.
 	Mono uint64
@@ -171,12 +220,18 @@ func (n ErrShort) Error() string {
 	return fmt.Sprintf("event record too short: %d bytes, need %d", int(n), Size)
 }
 
-// Decode fills e from one ring-buffer record. It checks bounds and values and
-// does not allocate. Fields of e are all overwritten.
+// Decode fills e from one ring-buffer record: a transition (Size bytes) or
+// a timer record (TimerSize bytes). It checks bounds and values and does not
+// allocate. Fields of e are all overwritten.
 func Decode(b []byte, e *Event) error {
+	if len(b) == TimerSize {
+		return decodeTimer(b, e)
+	}
 	if len(b) < Size {
 		return ErrShort(len(b))
 	}
+	e.Kind = Transition
+	e.Expires = 0
 	b = b[:Size]
 	le := binary.LittleEndian
 	e.Mono = le.Uint64(b[offTS:])
@@ -258,4 +313,104 @@ func Encode(e *Event, b []byte) []byte {
 	b[offFlags] = byte(e.Flags)
 	b[offSrc] = byte(e.Source)
 	return b
+}
+
+// TimerSize is the length of a timer record (struct timer_event).
+const TimerSize = 80
+
+// Offsets in struct timer_event.
+const (
+	toffTS      = 0
+	toffCookie  = 8
+	toffSkaddr  = 16
+	toffExpires = 24
+	toffNetNS   = 32
+	toffUID     = 36
+	toffSaddr   = 40
+	toffDaddr   = 56
+	toffSport   = 72
+	toffDport   = 74
+	toffFamily  = 76
+	toffKind    = 78
+	toffState   = 79
+)
+
+// TimerLayout is Layout for struct timer_event.
+func TimerLayout() map[string]uintptr {
+	return map[string]uintptr{
+		"TsNs": toffTS, "Cookie": toffCookie, "Skaddr": toffSkaddr, "ExpiresNs": toffExpires,
+		"Netns": toffNetNS, "Uid": toffUID, "Saddr": toffSaddr, "Daddr": toffDaddr, "Sport": toffSport,
+		"Dport": toffDport, "Family": toffFamily, "Kind": toffKind, "State": toffState,
+	}
+}
+
+func decodeTuple(b []byte, saddr, daddr, sportOff, dportOff, famOff int) (Family, netip.AddrPort, netip.AddrPort, error) {
+	le := binary.LittleEndian
+	sport, dport := le.Uint16(b[sportOff:]), le.Uint16(b[dportOff:])
+	switch le.Uint16(b[famOff:]) {
+	case afInet:
+		return IPv4, netip.AddrPortFrom(netip.AddrFrom4([4]byte(b[saddr:saddr+4])), sport),
+			netip.AddrPortFrom(netip.AddrFrom4([4]byte(b[daddr:daddr+4])), dport), nil
+	case afInet6:
+		return IPv6, netip.AddrPortFrom(netip.AddrFrom16([16]byte(b[saddr:saddr+16])), sport),
+			netip.AddrPortFrom(netip.AddrFrom16([16]byte(b[daddr:daddr+16])), dport), nil
+	}
+	return FamilyUnknown, netip.AddrPort{}, netip.AddrPort{}, fmt.Errorf("unknown address family %d", le.Uint16(b[famOff:]))
+}
+
+func decodeTimer(b []byte, e *Event) error {
+	le := binary.LittleEndian
+	*e = Event{}
+	e.Mono = le.Uint64(b[toffTS:])
+	e.Cookie = le.Uint64(b[toffCookie:])
+	e.SockAddr = le.Uint64(b[toffSkaddr:])
+	e.Expires = time.Duration(le.Uint64(b[toffExpires:]))
+	e.NetNS = le.Uint32(b[toffNetNS:])
+	e.UID = le.Uint32(b[toffUID:])
+	var err error
+	if e.Family, e.Local, e.Remote, err = decodeTuple(b, toffSaddr, toffDaddr, toffSport, toffDport, toffFamily); err != nil {
+		return fmt.Errorf("timer record: %w", err)
+	}
+	e.Kind = Kind(b[toffKind])
+	if e.Kind < TimewaitStart || e.Kind > RequestStop {
+		return fmt.Errorf("timer record: unknown kind %d", b[toffKind])
+	}
+	e.New = State(b[toffState])
+	if !e.New.Valid() {
+		return fmt.Errorf("timer record: invalid state %d", b[toffState])
+	}
+	return nil
+}
+
+// EncodeTimer writes a timer-kind e in the kernel's timer record layout.
+func EncodeTimer(e *Event, b []byte) []byte {
+	b = append(b[:0], make([]byte, TimerSize)...)
+	le := binary.LittleEndian
+	le.PutUint64(b[toffTS:], e.Mono)
+	le.PutUint64(b[toffCookie:], e.Cookie)
+	le.PutUint64(b[toffSkaddr:], e.SockAddr)
+	le.PutUint64(b[toffExpires:], uint64(e.Expires))
+	le.PutUint32(b[toffNetNS:], e.NetNS)
+	le.PutUint32(b[toffUID:], e.UID)
+	putTuple(b, e.Family, e.Local, e.Remote, toffSaddr, toffDaddr, toffSport, toffDport, toffFamily)
+	b[toffKind] = byte(e.Kind)
+	b[toffState] = byte(e.New)
+	return b
+}
+
+func putTuple(b []byte, f Family, l, r netip.AddrPort, saddr, daddr, sportOff, dportOff, famOff int) {
+	le := binary.LittleEndian
+	le.PutUint16(b[sportOff:], l.Port())
+	le.PutUint16(b[dportOff:], r.Port())
+	if f == IPv4 {
+		le.PutUint16(b[famOff:], afInet)
+		la, ra := l.Addr().As4(), r.Addr().As4()
+		copy(b[saddr:], la[:])
+		copy(b[daddr:], ra[:])
+	} else {
+		le.PutUint16(b[famOff:], afInet6)
+		la, ra := l.Addr().As16(), r.Addr().As16()
+		copy(b[saddr:], la[:])
+		copy(b[daddr:], ra[:])
+	}
 }

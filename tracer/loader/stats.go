@@ -24,6 +24,10 @@ type Stats struct {
 	Wakeups uint64
 	// BadRecords counts ring records the decoder rejected.
 	BadRecords uint64
+	// TimerMisses counts timer start/stop firings the kernel skipped the
+	// timewait/request programs for (recursion_misses): a timewait or
+	// request socket change that was lost.
+	TimerMisses uint64
 
 	MainRuns, RecoveryRuns       uint64        // program runs
 	MainRuntime, RecoveryRuntime time.Duration // with kernel.bpf_stats_enabled
@@ -37,6 +41,9 @@ func (s Stats) Unrecovered() uint64 {
 	return 0
 }
 
-// Lost is every transition that did not reach user space: ring buffer
-// overflows, skipped runs that were not recovered, and undecodable records.
-func (s Stats) Lost() uint64 { return s.RingDrops + s.Unrecovered() + s.BadRecords }
+// Lost is every event that did not reach user space: ring buffer overflows,
+// skipped runs that were not recovered, undecodable records, and skipped
+// timer records.
+func (s Stats) Lost() uint64 {
+	return s.RingDrops + s.Unrecovered() + s.BadRecords + s.TimerMisses
+}

@@ -71,7 +71,38 @@ type tcpscopeSockInfo struct {
 	Tid      uint32
 	Comm     [16]int8
 	OwnerSrc uint8
-	Pad      [7]uint8
+	Pad      [3]uint8
+	Fd1      uint32
+}
+
+type tcpscopeSockRec struct {
+	_           structs.HostLayout
+	Cookie      uint64
+	Skaddr      uint64
+	SinceNs     uint64
+	Inode       uint64
+	TimerNs     uint64
+	Netns       uint32
+	Uid         uint32
+	Pid         uint32
+	Tid         uint32
+	Fd          int32
+	RxQueue     uint32
+	TxQueue     uint32
+	Sport       uint16
+	Dport       uint16
+	Saddr       [16]uint8
+	Daddr       [16]uint8
+	Family      uint16
+	State       uint8
+	Kind        uint8
+	Timer       uint8
+	Retransmits uint8
+	Probes      uint8
+	OwnerSrc    uint8
+	Flags       uint8
+	Pad         [7]uint8
+	Comm        [16]int8
 }
 
 type tcpscopeStatIndex uint32
@@ -85,6 +116,23 @@ const (
 	tcpscopeStatIndexSTAT_MAX           tcpscopeStatIndex = 5
 )
 
+type tcpscopeTimerEvent struct {
+	_         structs.HostLayout
+	TsNs      uint64
+	Cookie    uint64
+	Skaddr    uint64
+	ExpiresNs uint64
+	Netns     uint32
+	Uid       uint32
+	Saddr     [16]uint8
+	Daddr     [16]uint8
+	Sport     uint16
+	Dport     uint16
+	Family    uint16
+	Kind      uint8
+	State     uint8
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -96,18 +144,26 @@ const (
 	tcpscopeMapReaderState          = "reader_state"
 	tcpscopeMapSocks                = "socks"
 	tcpscopeMapStats                = "stats"
+	tcpscopeProgDumpTcp             = "dump_tcp"
 	tcpscopeProgOnAccept4Exit       = "on_accept4_exit"
 	tcpscopeProgOnAcceptExitLegacy  = "on_accept_exit_legacy"
 	tcpscopeProgOnStateChange       = "on_state_change"
 	tcpscopeProgOnStateChangeNested = "on_state_change_nested"
+	tcpscopeProgOnTimerCancel       = "on_timer_cancel"
+	tcpscopeProgOnTimerStart        = "on_timer_start"
 	tcpscopeProgSeedOwners          = "seed_owners"
 	tcpscopeVarFilterFamily         = "filter_family"
 	tcpscopeVarFilterNetns          = "filter_netns"
 	tcpscopeVarFilterPid            = "filter_pid"
 	tcpscopeVarFilterPort           = "filter_port"
 	tcpscopeVarFilterStates         = "filter_states"
+	tcpscopeVarNsPerJiffy           = "ns_per_jiffy"
+	tcpscopeVarReqTimerFn           = "req_timer_fn"
+	tcpscopeVarTwTimerFn            = "tw_timer_fn"
 	tcpscopeVarUnusedEvent          = "unused_event"
+	tcpscopeVarUnusedSockRec        = "unused_sock_rec"
 	tcpscopeVarUnusedStatIndex      = "unused_stat_index"
+	tcpscopeVarUnusedTimerEvent     = "unused_timer_event"
 	tcpscopeVarWakeupBytes          = "wakeup_bytes"
 )
 
@@ -153,10 +209,13 @@ type tcpscopeSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcpscopeProgramSpecs struct {
+	DumpTcp             *ebpf.ProgramSpec `ebpf:"dump_tcp"`
 	OnAccept4Exit       *ebpf.ProgramSpec `ebpf:"on_accept4_exit"`
 	OnAcceptExitLegacy  *ebpf.ProgramSpec `ebpf:"on_accept_exit_legacy"`
 	OnStateChange       *ebpf.ProgramSpec `ebpf:"on_state_change"`
 	OnStateChangeNested *ebpf.ProgramSpec `ebpf:"on_state_change_nested"`
+	OnTimerCancel       *ebpf.ProgramSpec `ebpf:"on_timer_cancel"`
+	OnTimerStart        *ebpf.ProgramSpec `ebpf:"on_timer_start"`
 	SeedOwners          *ebpf.ProgramSpec `ebpf:"seed_owners"`
 }
 
@@ -177,14 +236,19 @@ type tcpscopeMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcpscopeVariableSpecs struct {
-	FilterFamily    *ebpf.VariableSpec `ebpf:"filter_family"`
-	FilterNetns     *ebpf.VariableSpec `ebpf:"filter_netns"`
-	FilterPid       *ebpf.VariableSpec `ebpf:"filter_pid"`
-	FilterPort      *ebpf.VariableSpec `ebpf:"filter_port"`
-	FilterStates    *ebpf.VariableSpec `ebpf:"filter_states"`
-	UnusedEvent     *ebpf.VariableSpec `ebpf:"unused_event"`
-	UnusedStatIndex *ebpf.VariableSpec `ebpf:"unused_stat_index"`
-	WakeupBytes     *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
+	FilterFamily     *ebpf.VariableSpec `ebpf:"filter_family"`
+	FilterNetns      *ebpf.VariableSpec `ebpf:"filter_netns"`
+	FilterPid        *ebpf.VariableSpec `ebpf:"filter_pid"`
+	FilterPort       *ebpf.VariableSpec `ebpf:"filter_port"`
+	FilterStates     *ebpf.VariableSpec `ebpf:"filter_states"`
+	NsPerJiffy       *ebpf.VariableSpec `ebpf:"ns_per_jiffy"`
+	ReqTimerFn       *ebpf.VariableSpec `ebpf:"req_timer_fn"`
+	TwTimerFn        *ebpf.VariableSpec `ebpf:"tw_timer_fn"`
+	UnusedEvent      *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedSockRec    *ebpf.VariableSpec `ebpf:"unused_sock_rec"`
+	UnusedStatIndex  *ebpf.VariableSpec `ebpf:"unused_stat_index"`
+	UnusedTimerEvent *ebpf.VariableSpec `ebpf:"unused_timer_event"`
+	WakeupBytes      *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
 // tcpscopeObjects contains all objects after they have been loaded into the kernel.
@@ -232,33 +296,44 @@ func (m *tcpscopeMaps) Close() error {
 //
 // It can be passed to loadTcpscopeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcpscopeVariables struct {
-	FilterFamily    *ebpf.Variable `ebpf:"filter_family"`
-	FilterNetns     *ebpf.Variable `ebpf:"filter_netns"`
-	FilterPid       *ebpf.Variable `ebpf:"filter_pid"`
-	FilterPort      *ebpf.Variable `ebpf:"filter_port"`
-	FilterStates    *ebpf.Variable `ebpf:"filter_states"`
-	UnusedEvent     *ebpf.Variable `ebpf:"unused_event"`
-	UnusedStatIndex *ebpf.Variable `ebpf:"unused_stat_index"`
-	WakeupBytes     *ebpf.Variable `ebpf:"wakeup_bytes"`
+	FilterFamily     *ebpf.Variable `ebpf:"filter_family"`
+	FilterNetns      *ebpf.Variable `ebpf:"filter_netns"`
+	FilterPid        *ebpf.Variable `ebpf:"filter_pid"`
+	FilterPort       *ebpf.Variable `ebpf:"filter_port"`
+	FilterStates     *ebpf.Variable `ebpf:"filter_states"`
+	NsPerJiffy       *ebpf.Variable `ebpf:"ns_per_jiffy"`
+	ReqTimerFn       *ebpf.Variable `ebpf:"req_timer_fn"`
+	TwTimerFn        *ebpf.Variable `ebpf:"tw_timer_fn"`
+	UnusedEvent      *ebpf.Variable `ebpf:"unused_event"`
+	UnusedSockRec    *ebpf.Variable `ebpf:"unused_sock_rec"`
+	UnusedStatIndex  *ebpf.Variable `ebpf:"unused_stat_index"`
+	UnusedTimerEvent *ebpf.Variable `ebpf:"unused_timer_event"`
+	WakeupBytes      *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 
 // tcpscopePrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to loadTcpscopeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcpscopePrograms struct {
+	DumpTcp             *ebpf.Program `ebpf:"dump_tcp"`
 	OnAccept4Exit       *ebpf.Program `ebpf:"on_accept4_exit"`
 	OnAcceptExitLegacy  *ebpf.Program `ebpf:"on_accept_exit_legacy"`
 	OnStateChange       *ebpf.Program `ebpf:"on_state_change"`
 	OnStateChangeNested *ebpf.Program `ebpf:"on_state_change_nested"`
+	OnTimerCancel       *ebpf.Program `ebpf:"on_timer_cancel"`
+	OnTimerStart        *ebpf.Program `ebpf:"on_timer_start"`
 	SeedOwners          *ebpf.Program `ebpf:"seed_owners"`
 }
 
 func (p *tcpscopePrograms) Close() error {
 	return _TcpscopeClose(
+		p.DumpTcp,
 		p.OnAccept4Exit,
 		p.OnAcceptExitLegacy,
 		p.OnStateChange,
 		p.OnStateChangeNested,
+		p.OnTimerCancel,
+		p.OnTimerStart,
 		p.SeedOwners,
 	)
 }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -37,6 +38,10 @@ type Config struct {
 	Filter KernelFilter
 	// BTFPath overrides the kernel's BTF (/sys/kernel/btf/vmlinux).
 	BTFPath string
+	// Sockets also follows timewait and request sockets (TimewaitStart/Stop,
+	// RequestStart/Stop events), which a socket table needs: they change
+	// state without the state tracepoint.
+	Sockets bool
 }
 
 // KernelFilter selects which transitions are emitted. Owner and age
@@ -77,7 +82,20 @@ type Tracer struct {
 	reader   *ringbuf.Reader
 	warnings []string
 
-	badRecords uint64 // records the decoder rejected (reader goroutine only)
+	badRecords atomic.Uint64 // records the decoder rejected
+
+	hz uint64 // the kernel's CONFIG_HZ
+
+	iterMu   sync.Mutex
+	dumpIter *link.Iter // iter/tcp, attached on first walk
+
+	// Barrier bookkeeping: barrierGen counts Barrier calls, barrierDone the
+	// last one the reader has satisfied.
+	barrierGen  atomic.Uint64
+	barrierMu   sync.Mutex
+	barrierCond *sync.Cond
+	barrierDone uint64
+	runState    atomic.Int32 // 0 not started, 1 running, 2 ended
 
 	closeOnce sync.Once
 	closeErr  error
@@ -108,6 +126,7 @@ func New(cfg Config) (*Tracer, error) {
 	}
 
 	t := &Tracer{cfg: cfg}
+	t.barrierCond = sync.NewCond(&t.barrierMu)
 	if err := t.install(); err != nil {
 		t.Close()
 		return nil, err
@@ -154,6 +173,29 @@ func (t *Tracer) load() error {
 		{"filter_states", uint32(f.States)},
 		// Wake the reader early once a quarter of the ring is waiting.
 		{"wakeup_bytes", uint64(t.cfg.RingBytes / 4)},
+	}
+	hz, err := kernelHZ()
+	if err != nil {
+		hz = 250
+		t.warnings = append(t.warnings, fmt.Sprintf("timer values assume CONFIG_HZ=250: %v", err))
+	}
+	t.hz = hz
+	vars = append(vars, struct {
+		name string
+		val  any
+	}{"ns_per_jiffy", uint64(time.Second) / hz})
+	if t.cfg.Sockets {
+		syms, err := kernelSymbols("tw_timer_handler", "reqsk_timer_handler")
+		if err != nil {
+			t.warnings = append(t.warnings, fmt.Sprintf("TIME_WAIT and SYN_RECV sockets not followed live: %v", err))
+		}
+		vars = append(vars, struct {
+			name string
+			val  any
+		}{"tw_timer_fn", syms["tw_timer_handler"]}, struct {
+			name string
+			val  any
+		}{"req_timer_fn", syms["reqsk_timer_handler"]})
 	}
 	for _, v := range vars {
 		if err := spec.Variables[v.name].Set(v.val); err != nil {
@@ -211,6 +253,19 @@ func (t *Tracer) attach() error {
 			return fmt.Errorf("attach inet_sock_set_state: %w", err)
 		}
 		t.links = append(t.links, l)
+	}
+
+	if t.cfg.Sockets {
+		for _, tp := range []struct {
+			name string
+			prog *ebpf.Program
+		}{{"timer_start", t.objs.OnTimerStart}, {"timer_cancel", t.objs.OnTimerCancel}} {
+			l, err := link.AttachTracing(link.TracingOptions{Program: tp.prog, AttachType: ebpf.AttachTraceRawTp})
+			if err != nil {
+				return fmt.Errorf("attach timer:%s: %w", tp.name, err)
+			}
+			t.links = append(t.links, l)
+		}
 	}
 
 	// accept() attribution uses classic syscall tracepoints, which need
@@ -283,6 +338,14 @@ func (t *Tracer) Run(ctx context.Context, sink Sink) error {
 		t.reader.Flush()
 	})
 	defer stop()
+	t.runState.Store(1)
+	defer func() {
+		t.runState.Store(2)
+		t.releaseBarriers(t.barrierGen.Load())
+	}()
+	if t.barrierGen.Load() > 0 {
+		t.reader.Flush() // for Barrier calls made before Run started
+	}
 
 	var (
 		rec       ringbuf.Record
@@ -300,6 +363,7 @@ func (t *Tracer) Run(ctx context.Context, sink Sink) error {
 		}
 		n := 0
 		var err error
+		pending := t.barrierGen.Load()
 		for {
 			if err = t.reader.ReadInto(&rec); err != nil {
 				break
@@ -314,7 +378,7 @@ func (t *Tracer) Run(ctx context.Context, sink Sink) error {
 				continue
 			}
 			if derr := event.Decode(rec.RawSample, &ev); derr != nil {
-				t.badRecords++
+				t.badRecords.Add(1)
 				continue
 			}
 			sink.Event(&ev)
@@ -322,6 +386,15 @@ func (t *Tracer) Run(ctx context.Context, sink Sink) error {
 		}
 		switch {
 		case errors.Is(err, os.ErrDeadlineExceeded):
+		case errors.Is(err, ringbuf.ErrFlushed) && ctx.Err() == nil:
+			// A Barrier: everything committed before the calls counted in
+			// pending has been read.
+			sink.Drained()
+			t.releaseBarriers(pending)
+			if t.barrierGen.Load() > pending {
+				t.reader.Flush() // later callers' flushes may have merged into this one
+			}
+			continue
 		case errors.Is(err, ringbuf.ErrFlushed):
 			sink.Drained()
 			t.reportLoss(sink, &lastLost)
@@ -351,6 +424,41 @@ func (t *Tracer) Run(ctx context.Context, sink Sink) error {
 			asleep = true
 		}
 	}
+}
+
+// Barrier returns once Run has passed every event committed to the ring
+// buffer before the call and called Sink.Drained, or once Run has returned.
+// Called before Run starts, it waits for Run.
+func (t *Tracer) Barrier(ctx context.Context) error {
+	gen := t.barrierGen.Add(1)
+	if t.runState.Load() == 2 {
+		return nil
+	}
+	t.reader.Flush()
+	done := make(chan struct{})
+	go func() {
+		t.barrierMu.Lock()
+		for t.barrierDone < gen && t.runState.Load() != 2 {
+			t.barrierCond.Wait()
+		}
+		t.barrierMu.Unlock()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (t *Tracer) releaseBarriers(gen uint64) {
+	t.barrierMu.Lock()
+	if gen > t.barrierDone {
+		t.barrierDone = gen
+	}
+	t.barrierMu.Unlock()
+	t.barrierCond.Broadcast()
 }
 
 func (t *Tracer) setReaderAsleep(v bool) {
@@ -404,7 +512,17 @@ func (t *Tracer) Stats() (Stats, error) {
 	s.RecoveryMisses = nested.RecursionMisses
 	s.MainRuns, s.MainRuntime = main.RunCount, main.Runtime
 	s.RecoveryRuns, s.RecoveryRuntime = nested.RunCount, nested.Runtime
-	s.BadRecords = t.badRecords
+	s.BadRecords = t.badRecords.Load()
+	for _, p := range []*ebpf.Program{t.objs.OnTimerStart, t.objs.OnTimerCancel} {
+		if !t.cfg.Sockets {
+			break
+		}
+		st, err := p.Stats()
+		if err != nil {
+			return s, fmt.Errorf("read program stats: %w", err)
+		}
+		s.TimerMisses += st.RecursionMisses
+	}
 	return s, nil
 }
 
@@ -416,6 +534,8 @@ func (t *Tracer) ProgramStats() (map[string]*ebpf.ProgramStats, error) {
 		"on_state_change":        t.objs.OnStateChange,
 		"on_state_change_nested": t.objs.OnStateChangeNested,
 		"on_accept4_exit":        t.objs.OnAccept4Exit,
+		"on_timer_start":         t.objs.OnTimerStart,
+		"on_timer_cancel":        t.objs.OnTimerCancel,
 	} {
 		st, err := p.Stats()
 		if err != nil {
@@ -441,6 +561,12 @@ func (t *Tracer) Close() error {
 	t.closeOnce.Do(func() {
 		t.detachAll()
 		var errs []error
+		t.iterMu.Lock()
+		if t.dumpIter != nil {
+			errs = append(errs, t.dumpIter.Close())
+			t.dumpIter = nil
+		}
+		t.iterMu.Unlock()
 		if t.reader != nil {
 			errs = append(errs, t.reader.Close())
 		}

@@ -1,0 +1,184 @@
+package loader
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+
+	"github.com/tcpscope/tcpscope/tracer/event"
+)
+
+// iter/tcp walks the network namespace of the task that opens it, so other
+// namespaces are walked from a thread that has entered them.
+
+// Sockets walks the TCP sockets of the caller's network namespace (full,
+// timewait and request sockets) and appends them to dst.
+func (t *Tracer) Sockets(dst []event.Socket) ([]event.Socket, error) {
+	it, err := t.tcpIter()
+	if err != nil {
+		return dst, err
+	}
+	rd, err := it.Open()
+	if err != nil {
+		return dst, fmt.Errorf("open iter/tcp: %w", err)
+	}
+	defer rd.Close()
+	return readSockets(rd, dst)
+}
+
+// SocketsIn walks the TCP sockets of the network namespace at nsPath (e.g.
+// /run/netns/NAME or /proc/PID/ns/net).
+func (t *Tracer) SocketsIn(nsPath string, dst []event.Socket) ([]event.Socket, error) {
+	it, err := t.tcpIter()
+	if err != nil {
+		return dst, err
+	}
+	target, err := os.Open(nsPath)
+	if err != nil {
+		return dst, fmt.Errorf("open network namespace: %w", err)
+	}
+	defer target.Close()
+
+	rd, err := openIn(it, int(target.Fd()))
+	if err != nil {
+		return dst, fmt.Errorf("walk sockets of %s: %w", nsPath, err)
+	}
+	defer rd.Close()
+	return readSockets(rd, dst)
+}
+
+// openIn opens the iterator from a thread inside the namespace nsFD. The
+// namespace is fixed when the iterator is opened; reading can happen anywhere.
+func openIn(it *link.Iter, nsFD int) (io.ReadCloser, error) {
+	runtime.LockOSThread()
+	self, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		runtime.UnlockOSThread()
+		return nil, err
+	}
+	defer self.Close()
+	if err := unix.Setns(nsFD, unix.CLONE_NEWNET); err != nil {
+		runtime.UnlockOSThread()
+		return nil, fmt.Errorf("setns: %w", err)
+	}
+	rd, openErr := it.Open()
+	if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
+		// This thread stays in the wrong namespace: keep it locked so the
+		// runtime discards it when the goroutine ends.
+		if rd != nil {
+			rd.Close()
+		}
+		return nil, fmt.Errorf("return to own network namespace: %w", err)
+	}
+	runtime.UnlockOSThread()
+	return rd, openErr
+}
+
+// Namespace is a network namespace found on the host.
+type Namespace struct {
+	Inode uint32
+	Path  string // a path that refers to it ("" for the caller's own)
+}
+
+// Namespaces lists the network namespaces a walk can reach: the caller's,
+// those of every process (/proc/PID/ns/net), and those bound under
+// /run/netns. A namespace kept alive only by its sockets cannot be entered.
+func Namespaces() ([]Namespace, error) {
+	var own unix.Stat_t
+	if err := unix.Stat("/proc/thread-self/ns/net", &own); err != nil {
+		return nil, fmt.Errorf("stat own network namespace: %w", err)
+	}
+	seen := map[uint32]bool{uint32(own.Ino): true}
+	out := []Namespace{{Inode: uint32(own.Ino)}}
+	add := func(path string) {
+		var st unix.Stat_t
+		if unix.Stat(path, &st) != nil || seen[uint32(st.Ino)] {
+			return
+		}
+		seen[uint32(st.Ino)] = true
+		out = append(out, Namespace{Inode: uint32(st.Ino), Path: path})
+	}
+	if bound, err := filepath.Glob("/run/netns/*"); err == nil {
+		for _, p := range bound {
+			add(p)
+		}
+	}
+	procs, err := os.ReadDir("/proc")
+	if err != nil {
+		return out, fmt.Errorf("list processes: %w", err)
+	}
+	for _, p := range procs {
+		if c := p.Name()[0]; c < '0' || c > '9' {
+			continue
+		}
+		add("/proc/" + p.Name() + "/ns/net")
+	}
+	return out, nil
+}
+
+// AllSockets walks every reachable network namespace. It returns the
+// sockets and the inodes of the namespaces it walked; namespaces that
+// vanished during the walk are skipped.
+func (t *Tracer) AllSockets(dst []event.Socket) ([]event.Socket, map[uint32]bool, error) {
+	nss, err := Namespaces()
+	if err != nil {
+		return dst, nil, err
+	}
+	walked := map[uint32]bool{}
+	for _, ns := range nss {
+		if ns.Path == "" {
+			dst, err = t.Sockets(dst)
+		} else {
+			dst, err = t.SocketsIn(ns.Path, dst)
+		}
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH) {
+				continue
+			}
+			return dst, walked, err
+		}
+		walked[ns.Inode] = true
+	}
+	return dst, walked, nil
+}
+
+func (t *Tracer) tcpIter() (*link.Iter, error) {
+	t.iterMu.Lock()
+	defer t.iterMu.Unlock()
+	if t.dumpIter != nil {
+		return t.dumpIter, nil
+	}
+	it, err := link.AttachIter(link.IterOptions{Program: t.objs.DumpTcp})
+	if err != nil {
+		return nil, fmt.Errorf("%w: attach iter/tcp: %v", ErrUnsupported, err)
+	}
+	t.dumpIter = it
+	return it, nil
+}
+
+func readSockets(rd io.Reader, dst []event.Socket) ([]event.Socket, error) {
+	br := bufio.NewReaderSize(rd, 1<<20)
+	var buf [event.SocketSize]byte
+	for {
+		if _, err := io.ReadFull(br, buf[:]); err != nil {
+			if errors.Is(err, io.EOF) {
+				return dst, nil
+			}
+			return dst, fmt.Errorf("read iter/tcp: %w", err)
+		}
+		dst = append(dst, event.Socket{})
+		if err := event.DecodeSocket(buf[:], &dst[len(dst)-1]); err != nil {
+			return dst[:len(dst)-1], err
+		}
+	}
+}
+
+// HZ is the kernel's timer frequency (CONFIG_HZ).
+func (t *Tracer) HZ() uint64 { return t.hz }
