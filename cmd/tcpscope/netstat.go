@@ -1,0 +1,356 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/signal"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tcpscope/tcpscope/tracer/event"
+	"github.com/tcpscope/tcpscope/tracer/filter"
+	"github.com/tcpscope/tcpscope/tracer/ktime"
+	"github.com/tcpscope/tcpscope/tracer/live"
+	"github.com/tcpscope/tcpscope/tracer/loader"
+	"github.com/tcpscope/tcpscope/tracer/netstat"
+	"github.com/tcpscope/tcpscope/tracer/table"
+)
+
+type netstatFlags struct {
+	all, listening, tcp, udp, unix                   bool
+	numeric, numHosts, numPorts, numUsers            bool
+	program, timers, ipv4, ipv6, wide, continuous    bool
+	statistics, age, json, summary, perNetNS, noName bool
+	extend                                           int
+	states                                           []string
+	sortBy                                           string
+	ringSize, btf                                    string
+}
+
+func newNetstatCommand() *cobra.Command {
+	var f netstatFlags
+	cmd := &cobra.Command{
+		Use:   "netstat [flags]",
+		Short: "The TCP part of netstat, from a live table: same lines, plus owners and ages",
+		Long: `Print TCP sockets exactly as net-tools netstat prints them (same headers,
+columns and names, so existing greps and scripts keep working), from tcpscope's
+socket table: seeded from the kernel with a BPF iterator, then kept current by
+events. Recv-Q, Send-Q and timers are read from the kernel at print time.
+
+Beyond netstat: --state, --age (time in the current state), --sort, --json,
+--summary (per-state counts, instantly), and -c that reprints when the table
+changes rather than every second.
+
+Only TCP is traced; -u and -x are refused.`,
+		Example: `  tcpscope netstat -antp
+  tcpscope netstat -lnt
+  tcpscope netstat -ant --state time-wait | wc -l
+  tcpscope netstat --summary
+  tcpscope netstat -antp --state close-wait --age --sort age`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			markRan(cmd)
+			return runNetstat(cmd.Context(), f, os.Stdout, os.Stderr)
+		},
+	}
+	fl := cmd.Flags()
+	fl.BoolVarP(&f.all, "all", "a", false, "listening and non-listening sockets")
+	fl.BoolVarP(&f.listening, "listening", "l", false, "only listening sockets")
+	fl.BoolVarP(&f.tcp, "tcp", "t", false, "TCP sockets (the only kind traced)")
+	fl.BoolVarP(&f.udp, "udp", "u", false, "UDP sockets: not traced, refused")
+	fl.BoolVarP(&f.unix, "unix", "x", false, "unix sockets: not traced, refused")
+	fl.BoolVarP(&f.numeric, "numeric", "n", false, "numeric addresses, ports and users")
+	fl.BoolVar(&f.numHosts, "numeric-hosts", false, "numeric host addresses")
+	fl.BoolVar(&f.numPorts, "numeric-ports", false, "numeric ports")
+	fl.BoolVar(&f.numUsers, "numeric-users", false, "numeric user ids")
+	fl.BoolVarP(&f.program, "program", "p", false, "PID/Program name of the owning process")
+	fl.CountVarP(&f.extend, "extend", "e", "User and Inode columns")
+	fl.BoolVarP(&f.timers, "timers", "o", false, "socket timers, as netstat prints them")
+	fl.BoolVarP(&f.ipv4, "inet", "4", false, "only IPv4 sockets")
+	fl.BoolVarP(&f.ipv6, "inet6", "6", false, "only IPv6 sockets")
+	fl.BoolVarP(&f.wide, "wide", "W", false, "do not truncate addresses")
+	fl.BoolVarP(&f.continuous, "continuous", "c", false, "print again whenever the table changes, until interrupted")
+	fl.BoolVarP(&f.statistics, "statistics", "s", false, "the kernel's Tcp: counters, transitions since start, sockets per state")
+	fl.StringSliceVar(&f.states, "state", nil, "only sockets in these states (repeatable, comma-separated; TIME_WAIT or time-wait)")
+	fl.BoolVar(&f.age, "age", false, "add a column: time in the current state (>= when it predates tcpscope)")
+	fl.StringVar(&f.sortBy, "sort", "", "sort by age, state, local, remote or pid (default: kernel order, as netstat)")
+	fl.BoolVar(&f.json, "json", false, "one JSON object per socket")
+	fl.BoolVar(&f.summary, "summary", false, "socket counts per state for the whole host")
+	fl.BoolVar(&f.perNetNS, "netns", false, "with --summary: also per network namespace")
+	fl.StringVar(&f.ringSize, "ring-size", "8M", "ring buffer size, a power of two (e.g. 4M, 64M)")
+	fl.StringVar(&f.btf, "btf", "", "kernel BTF file to use instead of /sys/kernel/btf/vmlinux")
+	fl.SortFlags = false
+	return cmd
+}
+
+// netstatView is what one print needs, checked once.
+type netstatView struct {
+	opts   netstat.Options
+	states event.StateMask
+	sortBy string
+}
+
+func (f *netstatFlags) view() (netstatView, error) {
+	v := netstatView{sortBy: f.sortBy}
+	if (f.udp || f.unix) && !f.tcp {
+		return v, usagef("only TCP sockets are traced: -u (UDP) and -x (unix) are not supported; use ss -u/-x")
+	}
+	if f.ipv4 && f.ipv6 {
+		return v, usagef("-4 and -6 exclude each other")
+	}
+	states, err := filter.ParseStates(f.states)
+	if err != nil {
+		return v, usagef("--state: %v", err)
+	}
+	v.states = states
+	switch f.sortBy {
+	case "", "age", "state", "local", "remote", "pid":
+	default:
+		return v, usagef("--sort %q: want age, state, local, remote or pid", f.sortBy)
+	}
+	if f.perNetNS && !f.summary {
+		return v, usagef("--netns goes with --summary")
+	}
+	o := &v.opts
+	o.All, o.Listening = f.all, f.listening
+	// --state picks its own sockets: a LISTEN state implies listeners.
+	if states != 0 {
+		o.All = true
+	}
+	o.NumericHosts = f.numeric || f.numHosts
+	o.NumericPorts = f.numeric || f.numPorts
+	o.NumericUsers = f.numeric || f.numUsers
+	o.Wide, o.Extend, o.Program, o.Timers, o.Age, o.JSON = f.wide, f.extend, f.program, f.timers, f.age, f.json
+	switch {
+	case f.ipv4:
+		o.Family = event.IPv4
+	case f.ipv6:
+		o.Family = event.IPv6
+	}
+	clock := ktime.NewClock()
+	o.Wall = clock.Wall
+	return v, nil
+}
+
+func runNetstat(ctx context.Context, f netstatFlags, stdout, stderr io.Writer) error {
+	v, err := f.view()
+	if err != nil {
+		return err
+	}
+	ring, err := parseSize(f.ringSize)
+	if err != nil {
+		return usagef("--ring-size: %v", err)
+	}
+	if f.udp || f.unix {
+		fmt.Fprintln(stderr, "tcpscope: only TCP sockets are traced: UDP and unix sockets are not shown")
+	}
+
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+	if file, ok := stdout.(*os.File); ok && f.continuous {
+		go watchClosedPipe(ctx, file, cancel)
+	}
+
+	tr, err := loader.New(loader.Config{RingBytes: ring, BTFPath: f.btf, Sockets: true})
+	if err != nil {
+		return err
+	}
+	defer tr.Close()
+	for _, w := range tr.Warnings() {
+		fmt.Fprintf(stderr, "tcpscope: warning: %s\n", w)
+	}
+
+	tab := table.New()
+	lv, err := live.Start(ctx, tr, tab, live.Options{
+		Notify: func(msg string) { fmt.Fprintf(stderr, "tcpscope: %s\n", msg) },
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		cancel()
+		lv.Wait()
+	}()
+
+	out := bufio.NewWriterSize(stdout, 1<<16)
+	print := func() error {
+		switch {
+		case f.summary:
+			err = writeSummary(out, tab, f.perNetNS)
+		case f.statistics:
+			err = writeStatistics(out, tab)
+		default:
+			err = writeSockets(out, tr, tab, lv, v)
+		}
+		if err == nil {
+			err = out.Flush()
+		}
+		return err
+	}
+	if err := print(); err != nil || !f.continuous {
+		return outputError(err)
+	}
+
+	// -c: print again when the table changes, at most every minGap.
+	const minGap = 250 * time.Millisecond
+	last := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-lv.Done():
+			return lv.Wait()
+		case <-tab.Changed():
+		}
+		if gap := minGap - time.Since(last); gap > 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(gap):
+			}
+		}
+		last = time.Now()
+		if !f.json {
+			fmt.Fprintln(out)
+		}
+		if err := print(); err != nil {
+			return outputError(err)
+		}
+	}
+}
+
+func outputError(err error) error {
+	if err == nil || errors.Is(err, syscall.EPIPE) {
+		return nil
+	}
+	return fmt.Errorf("write output: %w", err)
+}
+
+// writeSockets prints the sockets of our network namespace, as netstat
+// does: the kernel's current view (a walk, for Recv-Q, Send-Q and timers)
+// joined with the table (how long each socket has been in its state).
+func writeSockets(w io.Writer, tr *loader.Tracer, tab *table.Table, lv *live.Live, v netstatView) error {
+	socks, err := tr.Sockets(nil)
+	if err != nil {
+		return err
+	}
+	now := live.Now()
+	rows := make([]netstat.Row, 0, len(socks))
+	for i := range socks {
+		s := &socks[i]
+		if v.states != 0 && !v.states.Has(s.State) {
+			continue
+		}
+		row := netstat.Row{Socket: *s}
+		since, bound := s.Since, lv.SeedMono()
+		if e, ok := tab.Lookup(s.Key()); ok && e.State == s.State {
+			if e.Since != 0 {
+				since = e.Since
+			} else if e.SinceBound != 0 {
+				bound = e.SinceBound
+			}
+		}
+		if since != 0 && since <= now {
+			row.Age = time.Duration(now - since)
+		} else {
+			row.Age, row.AgeAtLeast = time.Duration(now-min(bound, now)), true
+		}
+		rows = append(rows, row)
+	}
+	sortRows(rows, v.sortBy)
+	opts := v.opts
+	if opts.Program && !opts.JSON {
+		opts.ProgramName = programNames()
+	}
+	return netstat.Write(w, rows, opts)
+}
+
+func sortRows(rows []netstat.Row, by string) {
+	cmpAddr := func(a, b netip.AddrPort) int { return a.Compare(b) }
+	var cmp func(a, b *netstat.Row) int
+	switch by {
+	case "age":
+		cmp = func(a, b *netstat.Row) int { return -int(a.Age - b.Age) } // oldest first
+	case "state":
+		cmp = func(a, b *netstat.Row) int { return strings.Compare(a.State.String(), b.State.String()) }
+	case "local":
+		cmp = func(a, b *netstat.Row) int { return cmpAddr(a.Local, b.Local) }
+	case "remote":
+		cmp = func(a, b *netstat.Row) int { return cmpAddr(a.Remote, b.Remote) }
+	case "pid":
+		cmp = func(a, b *netstat.Row) int { return int(a.Owner.PID) - int(b.Owner.PID) }
+	default:
+		return
+	}
+	slices.SortStableFunc(rows, func(a, b netstat.Row) int { return cmp(&a, &b) })
+}
+
+func writeSummary(w io.Writer, tab *table.Table, perNetNS bool) error {
+	byNS := map[uint32]*netstat.StateCounts{}
+	for ns, c := range tab.CountsByNetNS() {
+		sc := netstat.StateCounts(c)
+		byNS[ns] = &sc
+	}
+	return netstat.WriteSummary(w, byNS, perNetNS)
+}
+
+func writeStatistics(w io.Writer, tab *table.Table) error {
+	snmp, err := os.Open("/proc/net/snmp")
+	if err != nil {
+		return fmt.Errorf("read TCP counters: %w", err)
+	}
+	defer snmp.Close()
+	ext, err := os.Open("/proc/net/netstat")
+	if err != nil {
+		return fmt.Errorf("read TCP counters: %w", err)
+	}
+	defer ext.Close()
+	if err := netstat.WriteTCPStats(w, snmp, ext); err != nil {
+		return err
+	}
+	fmt.Fprintln(w)
+	return netstat.WriteTransitions(w, tab.Transitions(), tab.Counts())
+}
+
+// programNames returns netstat's name for a process: the base name of its
+// argv[0] (netstat strips the directory only from an absolute path), read
+// once per process per print. Processes that have gone, or have an empty
+// command line (kernel threads), keep the kernel's comm.
+func programNames() func(pid uint32) ([]byte, bool) {
+	cache := map[uint32][]byte{}
+	return func(pid uint32) ([]byte, bool) {
+		if name, ok := cache[pid]; ok {
+			return name, name != nil
+		}
+		var name []byte
+		if cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil && len(cmdline) > 0 {
+			if i := bytes.IndexByte(cmdline, 0); i >= 0 {
+				cmdline = cmdline[:i]
+			}
+			if len(cmdline) > 0 && cmdline[0] == '/' {
+				cmdline = cmdline[bytes.LastIndexByte(cmdline, '/')+1:]
+			}
+			if len(cmdline) > 0 {
+				name = cmdline
+			}
+		}
+		cache[pid] = name
+		return name, name != nil
+	}
+}

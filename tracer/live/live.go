@@ -1,0 +1,206 @@
+// Package live keeps a socket table current from a running tracer: it seeds
+// the table from the kernel's socket tables while events already flow,
+// applies every event, and resyncs from the kernel when events were lost or
+// the table stops agreeing with what the events say.
+package live
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tcpscope/tcpscope/tracer/event"
+	"github.com/tcpscope/tcpscope/tracer/loader"
+	"github.com/tcpscope/tcpscope/tracer/table"
+)
+
+// Source is the part of loader.Tracer that Live uses.
+type Source interface {
+	Run(ctx context.Context, sink loader.Sink) error
+	AllSockets(dst []event.Socket) ([]event.Socket, map[uint32]bool, error)
+	Barrier(ctx context.Context) error
+}
+
+// Options tune Live. The zero value is usable.
+type Options struct {
+	// Notify receives one line for each resync, saying why it happened
+	// (for stderr). Nil: silent.
+	Notify func(msg string)
+	// Event, if set, sees every event after the table applied it.
+	Event func(e *event.Event)
+	// MinResyncInterval spaces resyncs caused by table mismatches
+	// (default 1s); lost events always resync at once.
+	MinResyncInterval time.Duration
+}
+
+// Live runs a tracer into a table.
+type Live struct {
+	src  Source
+	tab  *table.Table
+	opts Options
+
+	seedMono     uint64
+	lastSyncMono uint64
+	resync       chan string
+	resyncs      atomic.Uint64
+	lastLost     atomic.Uint64
+	runErr       chan error
+	walkBuf      []event.Socket
+	lastCheck    time.Time
+	mismatch     uint64 // mismatches+unknown counted at the last check (reader goroutine)
+	done         chan struct{}
+	wg           sync.WaitGroup
+}
+
+// Start begins consuming events into tab, then seeds it with a walk of the
+// kernel's socket tables, merging so that a socket that changes during the
+// walk ends in its true state. It returns once the table is seeded; events
+// keep flowing until ctx ends. Wait returns Run's error.
+func Start(ctx context.Context, src Source, tab *table.Table, opts Options) (*Live, error) {
+	if opts.MinResyncInterval == 0 {
+		opts.MinResyncInterval = time.Second
+	}
+	l := &Live{
+		src:    src,
+		tab:    tab,
+		opts:   opts,
+		resync: make(chan string, 1),
+		runErr: make(chan error, 1),
+		done:   make(chan struct{}),
+	}
+	tab.BeginSync()
+	go func() {
+		l.runErr <- src.Run(ctx, sink{l})
+		close(l.done)
+	}()
+	if err := l.sync(ctx); err != nil {
+		return nil, fmt.Errorf("seed socket table: %w", err)
+	}
+	l.seedMono = l.lastSyncMono
+	l.wg.Add(1)
+	go l.resyncLoop(ctx)
+	return l, nil
+}
+
+// SeedMono is the CLOCK_MONOTONIC time of the first walk: sockets seen only
+// by it have been in their state at least since then.
+func (l *Live) SeedMono() uint64 { return l.seedMono }
+
+// Resyncs counts resyncs after the seed.
+func (l *Live) Resyncs() uint64 { return l.resyncs.Load() }
+
+// Wait blocks until the tracer stops (ctx ended or a read error) and
+// returns its error.
+func (l *Live) Wait() error {
+	err := <-l.runErr
+	l.wg.Wait()
+	return err
+}
+
+// Done is closed when the tracer has stopped.
+func (l *Live) Done() <-chan struct{} { return l.done }
+
+// Now returns the kernel's CLOCK_MONOTONIC time in nanoseconds, the clock
+// of every event and Since.
+func Now() uint64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return uint64(ts.Nano())
+}
+
+// sync walks the kernel after BeginSync, lets the reader pass every event
+// committed during the walk, and merges.
+func (l *Live) sync(ctx context.Context) error {
+	mono := Now()
+	snap, walked, err := l.src.AllSockets(l.walkBuf[:0])
+	if err != nil {
+		l.tab.EndSync(nil, mono, map[uint32]bool{}) // leave sync mode, change nothing
+		return err
+	}
+	if err := l.src.Barrier(ctx); err != nil {
+		l.tab.EndSync(nil, mono, map[uint32]bool{})
+		return err
+	}
+	l.tab.EndSync(snap, mono, walked)
+	l.lastSyncMono = mono
+	// Keep the buffer for the next resync unless it is huge and mostly idle.
+	if cap(snap) <= 4*len(snap)+1024 {
+		l.walkBuf = snap[:0]
+	} else {
+		l.walkBuf = nil
+	}
+	return nil
+}
+
+func (l *Live) resyncLoop(ctx context.Context) {
+	defer l.wg.Done()
+	var last time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-l.done:
+			return
+		case why := <-l.resync:
+			if wait := l.opts.MinResyncInterval - time.Since(last); wait > 0 && why != "" {
+				select {
+				case <-time.After(wait):
+				case <-ctx.Done():
+					return
+				}
+			}
+			last = time.Now()
+			l.tab.BeginSync()
+			if err := l.sync(ctx); err != nil {
+				if ctx.Err() == nil && l.opts.Notify != nil {
+					l.opts.Notify(fmt.Sprintf("resync failed: %v", err))
+				}
+				continue
+			}
+			l.resyncs.Add(1)
+			if l.opts.Notify != nil {
+				l.opts.Notify(fmt.Sprintf("%s; table resynced from the kernel (resync %d)", why, l.resyncs.Load()))
+			}
+		}
+	}
+}
+
+func (l *Live) requestResync(why string) {
+	select {
+	case l.resync <- why:
+	default: // one is already pending; it will cover this too
+	}
+}
+
+// sink adapts Live to loader.Sink; its methods run on the reader goroutine.
+type sink struct{ l *Live }
+
+func (s sink) Event(e *event.Event) {
+	s.l.tab.Apply(e)
+	if s.l.opts.Event != nil {
+		s.l.opts.Event(e)
+	}
+}
+
+func (s sink) Drained() {
+	l := s.l
+	if now := time.Now(); now.Sub(l.lastCheck) >= 100*time.Millisecond {
+		l.lastCheck = now
+		st := l.tab.Stats()
+		if bad := st.Mismatches + st.Unknown; bad > l.mismatch {
+			l.requestResync(fmt.Sprintf("%d events did not match the table", bad-l.mismatch))
+			l.mismatch = bad
+		}
+	}
+}
+
+func (s sink) Lost(st loader.Stats) {
+	prev := s.l.lastLost.Swap(st.Lost())
+	if st.Lost() > prev {
+		s.l.requestResync(fmt.Sprintf("%d events lost (ring buffer full or programs skipped)", st.Lost()-prev))
+	}
+}
