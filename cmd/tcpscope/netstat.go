@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -188,22 +187,24 @@ func runNetstat(ctx context.Context, f netstatFlags, stdout, stderr io.Writer) e
 		lv.Wait()
 	}()
 
-	out := bufio.NewWriterSize(stdout, 1<<16)
-	print := func() error {
+	// Each print is rendered whole, then written; -c skips a print that
+	// would repeat the previous one (the table changed in a way this view
+	// does not show, e.g. another namespace).
+	var cur, prev bytes.Buffer
+	render := func() error {
+		cur.Reset()
 		switch {
 		case f.summary:
-			err = writeSummary(out, tab, f.perNetNS)
+			return writeSummary(&cur, tab, f.perNetNS)
 		case f.statistics:
-			err = writeStatistics(out, tab)
-		default:
-			err = writeSockets(out, tr, tab, lv, v)
+			return writeStatistics(&cur, tab)
 		}
-		if err == nil {
-			err = out.Flush()
-		}
+		return writeSockets(&cur, tr, tab, lv, v)
+	}
+	if err := render(); err != nil {
 		return err
 	}
-	if err := print(); err != nil || !f.continuous {
+	if _, err := stdout.Write(cur.Bytes()); err != nil || !f.continuous {
 		return outputError(err)
 	}
 
@@ -211,6 +212,7 @@ func runNetstat(ctx context.Context, f netstatFlags, stdout, stderr io.Writer) e
 	const minGap = 250 * time.Millisecond
 	last := time.Now()
 	for {
+		prev, cur = cur, prev
 		select {
 		case <-ctx.Done():
 			return nil
@@ -226,10 +228,18 @@ func runNetstat(ctx context.Context, f netstatFlags, stdout, stderr io.Writer) e
 			}
 		}
 		last = time.Now()
-		if !f.json {
-			fmt.Fprintln(out)
+		if err := render(); err != nil {
+			return err
 		}
-		if err := print(); err != nil {
+		if bytes.Equal(cur.Bytes(), prev.Bytes()) {
+			cur, prev = prev, cur // keep the last printed one as prev
+			continue
+		}
+		sep := []byte("\n")
+		if f.json {
+			sep = nil
+		}
+		if _, err := stdout.Write(append(sep, cur.Bytes()...)); err != nil {
 			return outputError(err)
 		}
 	}
@@ -270,6 +280,12 @@ func writeSockets(w io.Writer, tr *loader.Tracer, tab *table.Table, lv *live.Liv
 			row.Age = time.Duration(now - since)
 		} else {
 			row.Age, row.AgeAtLeast = time.Duration(now-min(bound, now)), true
+			// A TIME_WAIT timer starts at TCP_TIMEWAIT_LEN (60 s) and is only
+			// ever re-armed to that again, so the time it has run is a lower
+			// bound of the socket's age in TIME_WAIT.
+			if s.Kind == event.TimewaitSocket && s.State == event.TimeWait && s.TimerLeft < timewaitLen {
+				row.Age = max(row.Age, timewaitLen-s.TimerLeft)
+			}
 		}
 		rows = append(rows, row)
 	}
@@ -280,6 +296,9 @@ func writeSockets(w io.Writer, tr *loader.Tracer, tab *table.Table, lv *live.Liv
 	}
 	return netstat.Write(w, rows, opts)
 }
+
+// timewaitLen is the kernel's TCP_TIMEWAIT_LEN.
+const timewaitLen = 60 * time.Second
 
 func sortRows(rows []netstat.Row, by string) {
 	cmpAddr := func(a, b netip.AddrPort) int { return a.Compare(b) }
