@@ -53,14 +53,14 @@ test: deps check-generate lint ## everything CI runs: generated files, lint, all
 	$(MAKE) --no-print-directory fuzz
 
 test-unit: ## tests that need neither root nor BPF
-	$(GO) test -count=1 ./tracer/event ./tracer/filter ./tracer/output ./tracer/termsafe ./tracer/ktime
+	$(GO) test -count=1 ./tracer/event ./tracer/filter ./tracer/output ./tracer/termsafe ./tracer/ktime ./tracer/table ./tracer/netstat
 
 fuzz: ## run each fuzz target for FUZZTIME (default 10s)
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./tracer/event
 	$(GO) test -run '^$$' -fuzz '^FuzzAppend$$' -fuzztime $(FUZZTIME) ./tracer/termsafe
 
 bench: deps build ## Go benchmarks and the churn report against peers (root): out/bench.md
-	$(GO) test -run '^$$' -bench . -benchmem ./tracer/event ./tracer/output
+	$(GO) test -run '^$$' -bench . -benchmem ./tracer/event ./tracer/output ./tracer/table
 	$(GO) build -o bin/tcpchurn ./cmd/tcpchurn
 	$(GO) build -o bin/tcpscope-bench ./cmd/tcpscope-bench
 	./bin/tcpscope-bench -tcpscope $(BIN) -tcpchurn bin/tcpchurn -out out/bench.md $(BENCH_ARGS)
