@@ -185,6 +185,8 @@ struct task_struct {
 
 struct seq_file;
 
+struct sk_buff;
+
 struct bpf_iter_meta {
 	struct seq_file *seq;
 };

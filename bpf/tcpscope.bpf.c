@@ -692,26 +692,29 @@ static __always_inline __u64 jiffies_left_ns(unsigned long expires)
 	return left > 0 ? (__u64)left * ns_per_jiffy : 0;
 }
 
+static __always_inline int emit_sock_timer(const struct sock_common *skc, __u8 kind,
+					   unsigned long expires, bool start);
+
 /* A timer of a timewait or request socket started (expires = the jiffy it
  * fires at) or stopped (expires = 0). */
 static __always_inline int on_sock_timer(struct timer_list *timer, unsigned long expires, bool start)
 {
 	__u64 fn = (__u64)timer->function;
-	__u8 kind;
-	const struct sock_common *skc;
 
 	if (!fn)
 		return 0;
-	if (fn == tw_timer_fn) {
-		kind = start ? TK_TIMEWAIT_START : TK_TIMEWAIT_STOP;
-		skc = (void *)timer - bpf_core_field_offset(struct inet_timewait_sock, tw_timer);
-	} else if (fn == req_timer_fn) {
-		kind = start ? TK_REQUEST_START : TK_REQUEST_STOP;
-		skc = (void *)timer - bpf_core_field_offset(struct request_sock, rsk_timer);
-	} else {
-		return 0;
-	}
+	if (fn == tw_timer_fn)
+		return emit_sock_timer((void *)timer - bpf_core_field_offset(struct inet_timewait_sock, tw_timer),
+				       start ? TK_TIMEWAIT_START : TK_TIMEWAIT_STOP, expires, start);
+	if (fn == req_timer_fn)
+		return emit_sock_timer((void *)timer - bpf_core_field_offset(struct request_sock, rsk_timer),
+				       start ? TK_REQUEST_START : TK_REQUEST_STOP, expires, start);
+	return 0;
+}
 
+static __always_inline int emit_sock_timer(const struct sock_common *skc, __u8 kind,
+					   unsigned long expires, bool start)
+{
 	struct timer_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		stat_inc(STAT_RINGBUF_DROPS);
@@ -736,6 +739,20 @@ static __always_inline int on_sock_timer(struct timer_list *timer, unsigned long
 	}
 	submit(e);
 	return 0;
+}
+
+/* A packet reached a timewait socket and was freed after processing. A FIN
+ * arriving at an orphan's FIN_WAIT2 timewait socket turns it into TIME_WAIT
+ * and re-arms its timer, but when the new expiry falls in the same timer-wheel
+ * bucket the kernel only updates the expiry and no timer tracepoint fires.
+ * Report the timewait socket as (re)started with its current substate. */
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(on_kfree_skb, struct sk_buff *skb, void *location, int reason, struct sock *rx_sk)
+{
+	if (!rx_sk || !tw_timer_fn || rx_sk->__sk_common.skc_state != TCP_TIME_WAIT)
+		return 0;
+	struct inet_timewait_sock *tw = (void *)rx_sk;
+	return emit_sock_timer((void *)rx_sk, TK_TIMEWAIT_START, BPF_CORE_READ(tw, tw_timer.expires), true);
 }
 
 SEC("tp_btf/timer_start")

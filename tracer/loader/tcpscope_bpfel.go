@@ -147,6 +147,7 @@ const (
 	tcpscopeProgDumpTcp             = "dump_tcp"
 	tcpscopeProgOnAccept4Exit       = "on_accept4_exit"
 	tcpscopeProgOnAcceptExitLegacy  = "on_accept_exit_legacy"
+	tcpscopeProgOnKfreeSkb          = "on_kfree_skb"
 	tcpscopeProgOnStateChange       = "on_state_change"
 	tcpscopeProgOnStateChangeNested = "on_state_change_nested"
 	tcpscopeProgOnTimerCancel       = "on_timer_cancel"
@@ -212,6 +213,7 @@ type tcpscopeProgramSpecs struct {
 	DumpTcp             *ebpf.ProgramSpec `ebpf:"dump_tcp"`
 	OnAccept4Exit       *ebpf.ProgramSpec `ebpf:"on_accept4_exit"`
 	OnAcceptExitLegacy  *ebpf.ProgramSpec `ebpf:"on_accept_exit_legacy"`
+	OnKfreeSkb          *ebpf.ProgramSpec `ebpf:"on_kfree_skb"`
 	OnStateChange       *ebpf.ProgramSpec `ebpf:"on_state_change"`
 	OnStateChangeNested *ebpf.ProgramSpec `ebpf:"on_state_change_nested"`
 	OnTimerCancel       *ebpf.ProgramSpec `ebpf:"on_timer_cancel"`
@@ -318,6 +320,7 @@ type tcpscopePrograms struct {
 	DumpTcp             *ebpf.Program `ebpf:"dump_tcp"`
 	OnAccept4Exit       *ebpf.Program `ebpf:"on_accept4_exit"`
 	OnAcceptExitLegacy  *ebpf.Program `ebpf:"on_accept_exit_legacy"`
+	OnKfreeSkb          *ebpf.Program `ebpf:"on_kfree_skb"`
 	OnStateChange       *ebpf.Program `ebpf:"on_state_change"`
 	OnStateChangeNested *ebpf.Program `ebpf:"on_state_change_nested"`
 	OnTimerCancel       *ebpf.Program `ebpf:"on_timer_cancel"`
@@ -330,6 +333,7 @@ func (p *tcpscopePrograms) Close() error {
 		p.DumpTcp,
 		p.OnAccept4Exit,
 		p.OnAcceptExitLegacy,
+		p.OnKfreeSkb,
 		p.OnStateChange,
 		p.OnStateChangeNested,
 		p.OnTimerCancel,

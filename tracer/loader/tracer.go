@@ -259,10 +259,16 @@ func (t *Tracer) attach() error {
 		for _, tp := range []struct {
 			name string
 			prog *ebpf.Program
-		}{{"timer_start", t.objs.OnTimerStart}, {"timer_cancel", t.objs.OnTimerCancel}} {
+		}{
+			{"timer:timer_start", t.objs.OnTimerStart},
+			{"timer:timer_cancel", t.objs.OnTimerCancel},
+			// FIN_WAIT2 -> TIME_WAIT of a timewait socket whose re-armed
+			// timer stays in its wheel bucket fires no timer tracepoint.
+			{"skb:kfree_skb", t.objs.OnKfreeSkb},
+		} {
 			l, err := link.AttachTracing(link.TracingOptions{Program: tp.prog, AttachType: ebpf.AttachTraceRawTp})
 			if err != nil {
-				return fmt.Errorf("attach timer:%s: %w", tp.name, err)
+				return fmt.Errorf("attach %s: %w", tp.name, err)
 			}
 			t.links = append(t.links, l)
 		}
@@ -320,7 +326,7 @@ func (t *Tracer) seedOwners() error {
 		return fmt.Errorf("open iter/task_file: %w", err)
 	}
 	defer rd.Close()
-	if _, err := io.Copy(io.Discard, rd); err != nil {
+	if _, err := io.Copy(io.Discard, retryAgain{rd}); err != nil {
 		return fmt.Errorf("run iter/task_file: %w", err)
 	}
 	return nil
@@ -513,7 +519,7 @@ func (t *Tracer) Stats() (Stats, error) {
 	s.MainRuns, s.MainRuntime = main.RunCount, main.Runtime
 	s.RecoveryRuns, s.RecoveryRuntime = nested.RunCount, nested.Runtime
 	s.BadRecords = t.badRecords.Load()
-	for _, p := range []*ebpf.Program{t.objs.OnTimerStart, t.objs.OnTimerCancel} {
+	for _, p := range []*ebpf.Program{t.objs.OnTimerStart, t.objs.OnTimerCancel, t.objs.OnKfreeSkb} {
 		if !t.cfg.Sockets {
 			break
 		}
@@ -536,6 +542,7 @@ func (t *Tracer) ProgramStats() (map[string]*ebpf.ProgramStats, error) {
 		"on_accept4_exit":        t.objs.OnAccept4Exit,
 		"on_timer_start":         t.objs.OnTimerStart,
 		"on_timer_cancel":        t.objs.OnTimerCancel,
+		"on_kfree_skb":           t.objs.OnKfreeSkb,
 	} {
 		st, err := p.Stats()
 		if err != nil {

@@ -164,7 +164,7 @@ func (t *Tracer) tcpIter() (*link.Iter, error) {
 }
 
 func readSockets(rd io.Reader, dst []event.Socket) ([]event.Socket, error) {
-	br := bufio.NewReaderSize(rd, 1<<20)
+	br := bufio.NewReaderSize(retryAgain{rd}, 1<<20)
 	var buf [event.SocketSize]byte
 	for {
 		if _, err := io.ReadFull(br, buf[:]); err != nil {
@@ -182,3 +182,18 @@ func readSockets(rd io.Reader, dst []event.Socket) ([]event.Socket, error) {
 
 // HZ is the kernel's timer frequency (CONFIG_HZ).
 func (t *Tracer) HZ() uint64 { return t.hz }
+
+// retryAgain reads a BPF iterator to the end. A read() of an iterator that
+// visits a million objects without producing output returns EAGAIN (the
+// kernel's bound on one read: it keeps its place); reading again goes on.
+type retryAgain struct{ r io.Reader }
+
+func (ra retryAgain) Read(p []byte) (int, error) {
+	for {
+		n, err := ra.r.Read(p)
+		if n == 0 && errors.Is(err, unix.EAGAIN) {
+			continue
+		}
+		return n, err
+	}
+}
