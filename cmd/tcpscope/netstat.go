@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/tcpscope/tcpscope/tracer/event"
 	"github.com/tcpscope/tcpscope/tracer/filter"
@@ -199,7 +200,7 @@ func runNetstat(ctx context.Context, f netstatFlags, stdout, stderr io.Writer) e
 		case f.statistics:
 			return writeStatistics(&cur, tab)
 		}
-		return writeSockets(&cur, tr, tab, lv, v)
+		return writeSockets(&cur, tr, tab, lv, v, !f.continuous)
 	}
 	if err := render(); err != nil {
 		return err
@@ -255,10 +256,20 @@ func outputError(err error) error {
 // writeSockets prints the sockets of our network namespace, as netstat
 // does: the kernel's current view (a walk, for Recv-Q, Send-Q and timers)
 // joined with the table (how long each socket has been in its state).
-func writeSockets(w io.Writer, tr *loader.Tracer, tab *table.Table, lv *live.Live, v netstatView) error {
-	socks, err := tr.Sockets(nil)
-	if err != nil {
-		return err
+func writeSockets(w io.Writer, tr *loader.Tracer, tab *table.Table, lv *live.Live, v netstatView, oneShot bool) error {
+	var socks []event.Socket
+	if seed := lv.TakeSeed(); oneShot && seed != nil {
+		// The seed walk just read every namespace: keep ours.
+		own, err := ownNetNS()
+		if err != nil {
+			return err
+		}
+		socks = slices.DeleteFunc(seed, func(s event.Socket) bool { return s.NetNS != own })
+	} else {
+		var err error
+		if socks, err = tr.Sockets(nil); err != nil {
+			return err
+		}
 	}
 	now := live.Now()
 	rows := make([]netstat.Row, 0, len(socks))
@@ -372,4 +383,12 @@ func programNames() func(pid uint32) ([]byte, bool) {
 		cache[pid] = name
 		return name, name != nil
 	}
+}
+
+func ownNetNS() (uint32, error) {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
+		return 0, fmt.Errorf("own network namespace: %w", err)
+	}
+	return uint32(st.Ino), nil
 }

@@ -51,7 +51,10 @@ type Live struct {
 	runErr       chan error
 	walkBuf      []event.Socket
 	lastCheck    time.Time
-	mismatch     uint64 // mismatches+unknown counted at the last check (reader goroutine)
+	mismatch     atomic.Uint64 // mismatches+unknown counted at the last check
+	seeding      atomic.Bool   // events during the seed may not match yet
+	seedSnap     []event.Socket
+	lastSnap     []event.Socket // the last walk (aliases walkBuf)
 	done         chan struct{}
 	wg           sync.WaitGroup
 }
@@ -72,6 +75,7 @@ func Start(ctx context.Context, src Source, tab *table.Table, opts Options) (*Li
 		runErr: make(chan error, 1),
 		done:   make(chan struct{}),
 	}
+	l.seeding.Store(true)
 	tab.BeginSync()
 	go func() {
 		l.runErr <- src.Run(ctx, sink{l})
@@ -81,6 +85,12 @@ func Start(ctx context.Context, src Source, tab *table.Table, opts Options) (*Li
 		return nil, fmt.Errorf("seed socket table: %w", err)
 	}
 	l.seedMono = l.lastSyncMono
+	l.seedSnap, l.walkBuf = l.lastSnap, nil // the next walk must not reuse it
+	// Events that arrived before the seed was merged found sockets the table
+	// did not have yet: not a reason to resync.
+	st := tab.Stats()
+	l.mismatch.Store(st.Mismatches + st.Unknown)
+	l.seeding.Store(false)
 	l.wg.Add(1)
 	go l.resyncLoop(ctx)
 	return l, nil
@@ -89,6 +99,15 @@ func Start(ctx context.Context, src Source, tab *table.Table, opts Options) (*Li
 // SeedMono is the CLOCK_MONOTONIC time of the first walk: sockets seen only
 // by it have been in their state at least since then.
 func (l *Live) SeedMono() uint64 { return l.seedMono }
+
+// TakeSeed returns the sockets the seed walk found, in the kernel's order
+// (every namespace walked, the caller's first), and forgets them. A one-shot
+// view prints these instead of walking again.
+func (l *Live) TakeSeed() []event.Socket {
+	s := l.seedSnap
+	l.seedSnap = nil
+	return s
+}
 
 // Resyncs counts resyncs after the seed.
 func (l *Live) Resyncs() uint64 { return l.resyncs.Load() }
@@ -127,6 +146,7 @@ func (l *Live) sync(ctx context.Context) error {
 	}
 	l.tab.EndSync(snap, mono, walked)
 	l.lastSyncMono = mono
+	l.lastSnap = snap
 	// Keep the buffer for the next resync unless it is huge and mostly idle.
 	if cap(snap) <= 4*len(snap)+1024 {
 		l.walkBuf = snap[:0]
@@ -188,12 +208,12 @@ func (s sink) Event(e *event.Event) {
 
 func (s sink) Drained() {
 	l := s.l
-	if now := time.Now(); now.Sub(l.lastCheck) >= 100*time.Millisecond {
+	if now := time.Now(); now.Sub(l.lastCheck) >= 100*time.Millisecond && !l.seeding.Load() {
 		l.lastCheck = now
 		st := l.tab.Stats()
-		if bad := st.Mismatches + st.Unknown; bad > l.mismatch {
-			l.requestResync(fmt.Sprintf("%d events did not match the table", bad-l.mismatch))
-			l.mismatch = bad
+		if bad, was := st.Mismatches+st.Unknown, l.mismatch.Load(); bad > was {
+			l.requestResync(fmt.Sprintf("%d events did not match the table", bad-was))
+			l.mismatch.Store(bad)
 		}
 	}
 }
