@@ -48,11 +48,18 @@ type options struct {
 	workers  int
 	skipLat  bool
 	quiet    time.Duration
+
+	scaleSizes    []int // -scale: socket counts for the scale phase
+	scalePTimeout time.Duration
+	scaleOnly     bool
 }
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == churnChildArg {
 		os.Exit(churnChild(os.Args[2:]))
+	}
+	if len(os.Args) > 1 && os.Args[1] == scaleHolderArg {
+		os.Exit(scaleHolder(os.Args[2:]))
 	}
 	os.Exit(run(os.Args[1:]))
 }
@@ -71,10 +78,18 @@ func run(args []string) int {
 	fs.IntVar(&o.workers, "workers", 0, "tcpchurn -workers (default: its own)")
 	fs.BoolVar(&o.skipLat, "skip-inprocess", false, "skip the in-process latency and BPF cost run")
 	fs.DurationVar(&o.quiet, "wait-quiet", 0, "before each run, wait up to this long for the CPUs to be 90% idle (for shared machines)")
+	scale := fs.String("scale", "10000,100000", "socket counts for the one-shot view scaling phase, comma-separated (\"\" to skip; 1000000 needs ~4 GB and minutes)")
+	fs.DurationVar(&o.scalePTimeout, "scale-p-timeout", 60*time.Second, "bound on each view run in the scaling phase (the -p forms of ss and netstat are slow)")
+	fs.BoolVar(&o.scaleOnly, "scale-only", false, "run the scaling phase alone")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
+		return 2
+	}
+	var err error
+	if o.scaleSizes, err = parseScaleSizes(*scale); err != nil || o.scalePTimeout < time.Second {
+		fmt.Fprintln(os.Stderr, "tcpscope-bench: bad -scale or -scale-p-timeout (want >= 1s):", err)
 		return 2
 	}
 	if o.runs < 1 || o.runs > 9 || o.duration < 500*time.Millisecond || o.duration > 30*time.Second || o.quiet < 0 || o.quiet > 10*time.Minute {
@@ -92,9 +107,17 @@ func run(args []string) int {
 	defer cancel()
 
 	b := &bench{opts: o, log: os.Stderr}
-	rep := b.run(ctx)
+	var rep *Report
+	if o.scaleOnly {
+		rep = b.runScaleOnly(ctx)
+	} else {
+		rep = b.run(ctx)
+	}
 
 	md := renderMarkdown(rep)
+	if o.scaleOnly {
+		md = renderScaleOnly(rep)
+	}
 	fmt.Print(md)
 	status := 0
 	if o.out != "" {
@@ -113,7 +136,7 @@ func run(args []string) int {
 	if o.out != "" {
 		fmt.Fprintf(os.Stderr, "tcpscope-bench: report in %s, raw results in %s\n", o.out, o.jsonOut)
 	}
-	if rep.Baseline() == 0 {
+	if rep.Baseline() == 0 && !o.scaleOnly {
 		status = 1 // not even the bare churn worked
 	}
 	return status
@@ -123,7 +146,7 @@ func run(args []string) int {
 // tracer's start and stop, plus the fixed parts, with room to spare.
 func budget(o options) time.Duration {
 	perRun := o.duration + 12*time.Second + o.quiet
-	return time.Duration(2*3*o.runs+4)*perRun + time.Minute
+	return time.Duration(2*3*o.runs+4)*perRun + time.Minute + scaleBudget(o)
 }
 
 func writeFile(path string, data []byte) error {
@@ -235,6 +258,10 @@ func (b *bench) run(ctx context.Context) *Report {
 			}
 			rep.InProcess = append(rep.InProcess, ip)
 		}
+	}
+	// One-shot views with many sockets open.
+	if len(b.opts.scaleSizes) > 0 && ctx.Err() == nil {
+		rep.Scale = b.scalePhase(ctx)
 	}
 	if ctx.Err() != nil {
 		b.note("stopped early: %v", context.Cause(ctx))

@@ -27,6 +27,8 @@ type Report struct {
 	BpftraceLoss *BpftraceLoss  `json:"bpftrace_loss,omitempty"`
 	InProcess    []InProcResult `json:"in_process,omitempty"`
 	RawRuns      []RunResult    `json:"raw_runs"`
+	Scale        *ScaleReport   `json:"scale,omitempty"`
+	ScaleOnly    bool           `json:"scale_only,omitempty"`
 	Notes        []string       `json:"notes,omitempty"`
 	TotalSec     float64        `json:"total_s"`
 }
@@ -403,6 +405,7 @@ func renderMarkdown(r *Report) string {
 		}
 	}
 
+	p("%s", renderScale(r.Scale))
 	p("\n## All runs\n\n")
 	p("| round | close | tracer | rate | conns | errors | churn CPU s | tracer CPU s | idle before | idle during | load avg | error |\n|--:|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|\n")
 	for _, run := range r.RawRuns {
