@@ -3,6 +3,7 @@ package event
 import (
 	"bytes"
 	"errors"
+	"net/netip"
 	"testing"
 )
 
@@ -19,10 +20,26 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte{})
 	f.Add(make([]byte, Size-1))
 	f.Add(make([]byte, Size+7))
+	f.Add(EncodeTimer(&Event{Kind: TimewaitStart, Family: IPv4, New: TimeWait,
+		Local: netip.MustParseAddrPort("127.0.0.1:80"), Remote: netip.MustParseAddrPort("127.0.0.1:5000")}, nil))
 
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var e Event
 		err := Decode(b, &e)
+		if len(b) == TimerSize {
+			// A timer record: accepted ones must be valid and round-trip.
+			if err != nil {
+				return
+			}
+			if e.Kind < TimewaitStart || e.Kind > RequestStop || !e.New.Valid() || (e.Family != IPv4 && e.Family != IPv6) {
+				t.Fatalf("accepted an invalid timer record: %+v", e)
+			}
+			var again Event
+			if err := Decode(EncodeTimer(&e, nil), &again); err != nil || again != e {
+				t.Fatalf("timer round trip: %v\n got %+v\nwant %+v", err, again, e)
+			}
+			return
+		}
 		if len(b) < Size {
 			if !errors.As(err, new(ErrShort)) {
 				t.Fatalf("%d bytes: error %v, want ErrShort", len(b), err)
