@@ -2,13 +2,13 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/netip"
 	"os"
-	"os/signal"
 	"slices"
 	"strings"
 	"syscall"
@@ -155,17 +155,8 @@ func runNetstat(ctx context.Context, f netstatFlags, stdout, stderr io.Writer) e
 		fmt.Fprintln(stderr, "tcpscope: only TCP sockets are traced: UDP and unix sockets are not shown")
 	}
 
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := commandContext(ctx, stdout, f.continuous)
 	defer cancel()
-	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
-	if file, ok := stdout.(*os.File); ok && f.continuous {
-		go watchClosedPipe(ctx, file, cancel)
-	}
 
 	tr, err := loader.New(loader.Config{RingBytes: ring, BTFPath: f.btf, Sockets: true})
 	if err != nil {
@@ -271,7 +262,7 @@ func writeSockets(w io.Writer, tr *loader.Tracer, tab *table.Table, lv *live.Liv
 			return err
 		}
 	}
-	now := live.Now()
+	now := ktime.Now()
 	rows := make([]netstat.Row, 0, len(socks))
 	for i := range socks {
 		s := &socks[i]
@@ -313,22 +304,22 @@ const timewaitLen = 60 * time.Second
 
 func sortRows(rows []netstat.Row, by string) {
 	cmpAddr := func(a, b netip.AddrPort) int { return a.Compare(b) }
-	var cmp func(a, b *netstat.Row) int
+	var order func(a, b *netstat.Row) int
 	switch by {
 	case "age":
-		cmp = func(a, b *netstat.Row) int { return -int(a.Age - b.Age) } // oldest first
+		order = func(a, b *netstat.Row) int { return cmp.Compare(b.Age, a.Age) } // oldest first
 	case "state":
-		cmp = func(a, b *netstat.Row) int { return strings.Compare(a.State.String(), b.State.String()) }
+		order = func(a, b *netstat.Row) int { return strings.Compare(a.State.String(), b.State.String()) }
 	case "local":
-		cmp = func(a, b *netstat.Row) int { return cmpAddr(a.Local, b.Local) }
+		order = func(a, b *netstat.Row) int { return cmpAddr(a.Local, b.Local) }
 	case "remote":
-		cmp = func(a, b *netstat.Row) int { return cmpAddr(a.Remote, b.Remote) }
+		order = func(a, b *netstat.Row) int { return cmpAddr(a.Remote, b.Remote) }
 	case "pid":
-		cmp = func(a, b *netstat.Row) int { return int(a.Owner.PID) - int(b.Owner.PID) }
+		order = func(a, b *netstat.Row) int { return cmp.Compare(a.Owner.PID, b.Owner.PID) }
 	default:
 		return
 	}
-	slices.SortStableFunc(rows, func(a, b netstat.Row) int { return cmp(&a, &b) })
+	slices.SortStableFunc(rows, func(a, b netstat.Row) int { return order(&a, &b) })
 }
 
 func writeSummary(w io.Writer, tab *table.Table, perNetNS bool) error {

@@ -187,19 +187,8 @@ func runTrace(ctx context.Context, f traceFlags, stdout, stderr io.Writer) error
 		fmt.Fprintf(stderr, "tcpscope: warning: %s\n", w)
 	}
 
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := commandContext(ctx, stdout, true)
 	defer cancel()
-	// With SIGPIPE caught, a write to a closed pipe returns EPIPE instead of
-	// killing the process, and we exit cleanly.
-	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
-	if file, ok := stdout.(*os.File); ok {
-		go watchClosedPipe(ctx, file, cancel)
-	}
 
 	format := output.Text
 	if f.json {
@@ -227,6 +216,23 @@ func runTrace(ctx context.Context, f traceFlags, stdout, stderr io.Writer) error
 		return fmt.Errorf("write output: %w", sink.lastErr)
 	}
 	return nil
+}
+
+// commandContext is the context of a command that runs until Ctrl-C or
+// SIGTERM. SIGPIPE is caught, so a write to a closed pipe returns EPIPE
+// instead of killing the process; with watchPipe the context also ends when
+// stdout is a pipe whose reader has gone, even if nothing is written.
+func commandContext(parent context.Context, stdout io.Writer, watchPipe bool) (context.Context, context.CancelFunc) {
+	if parent == nil {
+		parent = context.Background()
+	}
+	sigCtx, stop := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := context.WithCancel(sigCtx)
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+	if file, ok := stdout.(*os.File); ok && watchPipe {
+		go watchClosedPipe(ctx, file, cancel)
+	}
+	return ctx, func() { cancel(); stop() }
 }
 
 // watchClosedPipe ends the trace when stdout is a pipe whose reader has

@@ -247,19 +247,9 @@ func Decode(b []byte, e *Event) error {
 	e.OnCPU.TID = le.Uint32(b[offCPUTID:])
 	copy(e.Owner.Comm[:], b[offComm:offComm+16])
 	copy(e.OnCPU.Comm[:], b[offCPUComm:offCPUComm+16])
-	sport := le.Uint16(b[offSport:])
-	dport := le.Uint16(b[offDport:])
-	switch le.Uint16(b[offFamily:]) {
-	case afInet:
-		e.Family = IPv4
-		e.Local = netip.AddrPortFrom(netip.AddrFrom4([4]byte(b[offSaddr:offSaddr+4])), sport)
-		e.Remote = netip.AddrPortFrom(netip.AddrFrom4([4]byte(b[offDaddr:offDaddr+4])), dport)
-	case afInet6:
-		e.Family = IPv6
-		e.Local = netip.AddrPortFrom(netip.AddrFrom16([16]byte(b[offSaddr:offSaddr+16])), sport)
-		e.Remote = netip.AddrPortFrom(netip.AddrFrom16([16]byte(b[offDaddr:offDaddr+16])), dport)
-	default:
-		return fmt.Errorf("event record: unknown address family %d", le.Uint16(b[offFamily:]))
+	var err error
+	if e.Family, e.Local, e.Remote, err = decodeTuple(b, offSaddr, offDaddr, offSport, offDport, offFamily); err != nil {
+		return fmt.Errorf("event record: %w", err)
 	}
 	e.Old = State(b[offOld])
 	e.New = State(b[offNew])
@@ -295,19 +285,7 @@ func Encode(e *Event, b []byte) []byte {
 	le.PutUint32(b[offCPUTID:], e.OnCPU.TID)
 	copy(b[offComm:], e.Owner.Comm[:])
 	copy(b[offCPUComm:], e.OnCPU.Comm[:])
-	le.PutUint16(b[offSport:], e.Local.Port())
-	le.PutUint16(b[offDport:], e.Remote.Port())
-	if e.Family == IPv4 {
-		le.PutUint16(b[offFamily:], afInet)
-		l, r := e.Local.Addr().As4(), e.Remote.Addr().As4()
-		copy(b[offSaddr:], l[:])
-		copy(b[offDaddr:], r[:])
-	} else {
-		le.PutUint16(b[offFamily:], afInet6)
-		l, r := e.Local.Addr().As16(), e.Remote.Addr().As16()
-		copy(b[offSaddr:], l[:])
-		copy(b[offDaddr:], r[:])
-	}
+	putTuple(b, e.Family, e.Local, e.Remote, offSaddr, offDaddr, offSport, offDport, offFamily)
 	b[offOld] = byte(e.Old)
 	b[offNew] = byte(e.New)
 	b[offFlags] = byte(e.Flags)

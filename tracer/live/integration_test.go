@@ -29,6 +29,7 @@ import (
 	"github.com/tcpscope/tcpscope/tracer/churn"
 	"github.com/tcpscope/tcpscope/tracer/event"
 	"github.com/tcpscope/tcpscope/tracer/internal/sockproc"
+	"github.com/tcpscope/tcpscope/tracer/ktime"
 	"github.com/tcpscope/tcpscope/tracer/live"
 	"github.com/tcpscope/tcpscope/tracer/loader"
 	"github.com/tcpscope/tcpscope/tracer/table"
@@ -1058,7 +1059,7 @@ func BenchmarkSeed(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		tab.EndSync(snap, live.Now(), walked)
+		tab.EndSync(snap, ktime.Now(), walked)
 		socks = len(snap)
 		buf = snap
 	}

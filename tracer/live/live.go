@@ -11,9 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/tcpscope/tcpscope/tracer/event"
+	"github.com/tcpscope/tcpscope/tracer/ktime"
 	"github.com/tcpscope/tcpscope/tracer/loader"
 	"github.com/tcpscope/tcpscope/tracer/table"
 )
@@ -123,18 +122,10 @@ func (l *Live) Wait() error {
 // Done is closed when the tracer has stopped.
 func (l *Live) Done() <-chan struct{} { return l.done }
 
-// Now returns the kernel's CLOCK_MONOTONIC time in nanoseconds, the clock
-// of every event and Since.
-func Now() uint64 {
-	var ts unix.Timespec
-	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return uint64(ts.Nano())
-}
-
 // sync walks the kernel after BeginSync, lets the reader pass every event
 // committed during the walk, and merges.
 func (l *Live) sync(ctx context.Context) error {
-	mono := Now()
+	mono := ktime.Now()
 	snap, walked, err := l.src.AllSockets(l.walkBuf[:0])
 	if err != nil {
 		l.tab.EndSync(nil, mono, map[uint32]bool{}) // leave sync mode, change nothing
