@@ -163,6 +163,46 @@ func TestNetstatSummaryMatchesSS(t *testing.T) {
 
 // ---- -c ----------------------------------------------------------------------
 
+// TestNetstatTimeWaitExpiry: a real TIME_WAIT lasts TCP_TIMEWAIT_LEN (60s);
+// -c shows it before and drops it when ss does.
+func TestNetstatTimeWaitExpiry(t *testing.T) {
+	needNetstatTools(t)
+	t.Parallel()
+	ns := newNS(t, "tw")
+	srv := startProc(t, ns, "nst-srv")
+	cli := startProc(t, ns, "nst-cli")
+	l := srv.do("listen", "tcp4", "127.0.0.1:0")
+	// One TIME_WAIT from before tcpscope starts, one made while -c runs.
+	mk := func() int {
+		c := cli.do("dial", "tcp4", fmt.Sprintf("127.0.0.1:%d", l[1]))
+		a := srv.do("accept", l[0])
+		cli.do("close", c[0])
+		srv.do("waiteof", a[0])
+		srv.do("close", a[0])
+		return c[1]
+	}
+	before := mk()
+	made := time.Now()
+	w := startWatch(t, ns, titleAllLine, "-ant")
+	during := mk()
+	for _, p := range []int{before, during} {
+		if f, ok := w.waitFrame(2*time.Second, func(f string) bool {
+			st := stateOf(strings.Split(f, "\n"), p, l[1])
+			return len(st) == 1 && st[0] == "TIME_WAIT"
+		}); !ok {
+			t.Errorf("-c: no TIME_WAIT for %d; last print:\n%s", p, f)
+		}
+	}
+	expiry(t, ns, w, "time-wait", [][2]int{{before, l[1]}, {during, l[1]}}, 70*time.Second-time.Since(made))
+	t.Logf("TIME_WAIT lived about %v", time.Since(made).Round(time.Second))
+	if out := runIn(t, ns, "ss", "-tanH", "state", "time-wait"); strings.TrimSpace(out) != "" {
+		t.Errorf("ss still shows TIME_WAIT:\n%s", out)
+	}
+	w.stop()
+}
+
+// ---- usage -------------------------------------------------------------------
+
 // TestNetstatMatchesNetstat compares every line of the scenario, built
 // before tcpscope starts, in a namespace of its own.
 func TestNetstatMatchesNetstat(t *testing.T) {
@@ -194,4 +234,107 @@ func TestNetstatMatchesNetstat(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestNetstatContinuous: -c reprints after a change, promptly, with the new
+// state (sockets created while it runs), and stays quiet while nothing
+// changes.
+func TestNetstatContinuous(t *testing.T) {
+	needNetstatTools(t)
+	ns := newNS(t, "cont")
+	srv := startProc(t, ns, "nst-srv")
+	cli := startProc(t, ns, "nst-cli")
+	l := srv.do("listen", "tcp4", "127.0.0.1:0")
+	w := startWatch(t, ns, titleAllLine, "-ant")
+	sum := startWatch(t, ns, "Sockets by state:", "--summary", "--netns")
+	ino := netnsInode(t, ns)
+
+	idle := func(what string) {
+		time.Sleep(300 * time.Millisecond)
+		n0, s0 := w.count(), sum.count()
+		time.Sleep(2 * time.Second)
+		t.Logf("%s: %d and %d reprints (-ant, --summary) in 2 idle seconds", what, w.count()-n0, sum.count()-s0)
+		if n := w.count() - n0; n > 2 {
+			t.Errorf("%s: -c -ant printed %d times in 2 idle seconds", what, n)
+		}
+		if n := sum.count() - s0; n > 2 {
+			t.Errorf("%s: -c --summary printed %d times in 2 idle seconds", what, n)
+		}
+	}
+	idle("at start")
+
+	// A connection made and closed while -c runs: TIME_WAIT on the client.
+	c := cli.do("dial", "tcp4", fmt.Sprintf("127.0.0.1:%d", l[1]))
+	a := srv.do("accept", l[0])
+	n0 := w.count()
+	start := time.Now()
+	f, ok := w.waitFrame(2*time.Second, func(f string) bool {
+		return len(stateOf(strings.Split(f, "\n"), c[1], l[1])) == 1
+	})
+	if !ok {
+		t.Errorf("-c: no reprint with the new connection within 2s; last print:\n%s", f)
+	}
+	cli.do("close", c[0])
+	srv.do("waiteof", a[0])
+	srv.do("close", a[0])
+	f, ok = w.waitFrame(2*time.Second, func(f string) bool {
+		lines := strings.Split(f, "\n")
+		st := stateOf(lines, c[1], l[1])
+		return len(st) == 1 && st[0] == "TIME_WAIT" && len(stateOf(lines, l[1], c[1])) == 0
+	})
+	if !ok {
+		t.Errorf("-c: TIME_WAIT of client %d not shown within 2s; last print:\n%s", c[1], f)
+	} else {
+		t.Logf("-c: reprinted %d times; TIME_WAIT shown %v after the connection", w.count()-n0, time.Since(start).Round(time.Millisecond))
+		// The print is what netstat shows now.
+		want := lineSet(runIn(t, ns, "netstat", "-ant"), nil)
+		if got := lineSet(f, nil); strings.Join(got, "\n") != strings.Join(want, "\n") {
+			t.Errorf("-c print differs from netstat -ant:\n%s", diffLines(want, got))
+		}
+	}
+	if f, ok := sum.waitFrame(2*time.Second, func(f string) bool {
+		c, ok := parseSummaryBlock(f, ino)
+		return ok && c["TIME_WAIT"] == 1 && c["LISTEN"] == 1 && c["total"] == 2
+	}); !ok {
+		t.Errorf("-c --summary --netns: no netns %d block with TIME_WAIT 1, LISTEN 1, total 2 within 2s; last print:\n%s", ino, f)
+	}
+	idle("after the change")
+	w.stop()
+	sum.stop()
+}
+
+// ---- expiry --------------------------------------------------------------------
+
+// TestNetstatFinWait2Expiry: an orphaned FIN_WAIT2 with tcp_fin_timeout=2
+// becomes a timewait socket that expires after ~2s; -c must drop it when ss
+// does.
+func TestNetstatFinWait2Expiry(t *testing.T) {
+	needNetstatTools(t)
+	t.Parallel()
+	ns := newNS(t, "fw2")
+	runIn(t, ns, "sysctl", "-q", "-w", "net.ipv4.tcp_fin_timeout=2")
+	srv := startProc(t, ns, "nst-srv")
+	cli := startProc(t, ns, "nst-cli")
+	l := srv.do("listen", "tcp4", "127.0.0.1:0")
+	w := startWatch(t, ns, titleAllLine, "-ant")
+	c := cli.do("dial", "tcp4", fmt.Sprintf("127.0.0.1:%d", l[1]))
+	a := srv.do("accept", l[0])
+	cli.do("close", c[0])
+	srv.do("waiteof", a[0]) // and never closes: CLOSE_WAIT
+	closed := time.Now()
+	if !ssHas(t, ns, "fin-wait-2", c[1]) {
+		t.Fatalf("ss shows no FIN_WAIT2 on %d:\n%s", c[1], runIn(t, ns, "ss", "-tan"))
+	}
+	if f, ok := w.waitFrame(2*time.Second, func(f string) bool {
+		st := stateOf(strings.Split(f, "\n"), c[1], l[1])
+		return len(st) == 1 && st[0] == "FIN_WAIT2"
+	}); !ok {
+		t.Errorf("-c: no FIN_WAIT2 for %d within 2s; last print:\n%s", c[1], f)
+	}
+	expiry(t, ns, w, "fin-wait-2", [][2]int{{c[1], l[1]}}, 10*time.Second)
+	t.Logf("FIN_WAIT2 lived %v", time.Since(closed).Round(100*time.Millisecond))
+	if f, _ := w.latest(); len(stateOf(strings.Split(f, "\n"), l[1], c[1])) != 1 {
+		t.Errorf("the server's CLOSE_WAIT is gone from -c:\n%s", f)
+	}
+	w.stop()
 }
