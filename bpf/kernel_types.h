@@ -150,6 +150,14 @@ struct tcp_timewait_sock {
 	struct inet_timewait_sock tw_sk;
 };
 
+/* An MPTCP socket (what an fd of an IPPROTO_MPTCP socket points to; Go's
+ * net.Listen makes these by default). Its TCP work is done by subflows, plain
+ * TCP sockets without an fd; `first` is the first (for a listener: the
+ * listening) subflow. */
+struct mptcp_sock {
+	struct sock *first;
+} __attribute__((preserve_access_index));
+
 /* A connection request: SYN received, handshake not complete. */
 struct request_sock {
 	struct sock_common __req_common;

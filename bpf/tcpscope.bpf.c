@@ -25,6 +25,7 @@ char LICENSE[] SEC("license") = "GPL";
 #define AF_INET 2
 #define AF_INET6 10
 #define IPPROTO_TCP 6
+#define IPPROTO_MPTCP 262
 #define PF_KTHREAD 0x00200000
 #define S_IFMT 00170000
 #define S_IFSOCK 0140000
@@ -394,6 +395,21 @@ static __always_inline void submit(void *e)
 	}
 }
 
+/* The TCP socket behind a socket file's sock: itself, or for MPTCP the first
+ * subflow, which the state tracepoint and the TCP tables report (an MPTCP
+ * connection whose peer does not speak MPTCP is that one subflow). NULL for
+ * other protocols. */
+static __always_inline struct sock *tcp_sock_of(struct sock *sk)
+{
+	__u16 proto = BPF_CORE_READ(sk, sk_protocol);
+
+	if (proto == IPPROTO_TCP)
+		return sk;
+	if (proto == IPPROTO_MPTCP && bpf_core_field_exists(((struct mptcp_sock *)0)->first))
+		return BPF_CORE_READ((struct mptcp_sock *)sk, first);
+	return NULL;
+}
+
 static __always_inline int handle_transition(const struct sock *sk, int oldstate, int newstate,
 					     bool recovered)
 {
@@ -579,7 +595,7 @@ static __always_inline int on_accept_exit(long fd)
 	if (!sock || BPF_CORE_READ(sock, file) != file)
 		return 0;
 	struct sock *sk = BPF_CORE_READ(sock, sk);
-	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+	if (!sk || !(sk = tcp_sock_of(sk)))
 		return 0;
 
 	__u64 skaddr = (__u64)sk;
@@ -631,7 +647,12 @@ int seed_owners(struct bpf_iter__task_file *ctx)
 	if (!sock)
 		return 0;
 	struct sock *sk = sock->sk;
-	if (!sk || sk->sk_protocol != IPPROTO_TCP)
+	if (!sk)
+		return 0;
+	/* An MPTCP socket's owner is stored on the MPTCP socket itself (the
+	 * verifier lets us reach only that one from here as a socket); dump_tcp
+	 * finds it from the subflow, whose sk_socket is the same struct socket. */
+	if (sk->sk_protocol != IPPROTO_TCP && sk->sk_protocol != IPPROTO_MPTCP)
 		return 0;
 	__u8 state = sk->__sk_common.skc_state;
 	if (state == TCP_CLOSE)
@@ -656,9 +677,12 @@ int seed_owners(struct bpf_iter__task_file *ctx)
 	}
 
 	if (state == TCP_LISTEN) {
+		struct sock *lsk = tcp_sock_of(sk);
+		if (!lsk)
+			return 0;
 		struct listener_key lk = {
 			.netns = sock_netns(sk),
-			.port = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport)),
+			.port = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)lsk, inet_sport)),
 		};
 		struct listener_owner lo = {.skaddr = skaddr, .pid = info.pid, .tid = info.tid};
 		__builtin_memcpy(lo.comm, info.comm, sizeof(lo.comm));
@@ -812,7 +836,22 @@ static __always_inline void fill_full(struct sock_rec *r, struct tcp_sock *tp)
 			r->owner_src = info->owner_src;
 			r->fd = (__s32)info->fd1 - 1;
 			__builtin_memcpy(r->comm, info->comm, sizeof(r->comm));
+			return;
 		}
+	}
+	/* An MPTCP subflow: the owner is on the MPTCP socket its file holds. */
+	struct socket *so = sk->sk_socket;
+	struct sock *fsk = so ? so->sk : NULL;
+	if (!fsk || fsk == sk)
+		return;
+	info = bpf_sk_storage_get(&socks, fsk, NULL, 0);
+	if (info && info->owner_src != OWNER_NONE) {
+		r->flags = EV_OWNER_KNOWN;
+		r->pid = info->pid;
+		r->tid = info->tid;
+		r->owner_src = info->owner_src;
+		r->fd = (__s32)info->fd1 - 1;
+		__builtin_memcpy(r->comm, info->comm, sizeof(r->comm));
 	}
 }
 
@@ -833,10 +872,10 @@ int dump_tcp(struct bpf_iter__tcp *ctx)
 	read_tuple(skc, r.saddr, r.daddr, &r.family, &r.dport);
 
 	if (r.state == TCP_TIME_WAIT) {
-		struct tcp_timewait_sock *tw = bpf_skc_to_tcp_timewait_sock(skc);
-		if (!tw)
-			return 0;
-		struct inet_timewait_sock *itw = (void *)tw;
+		/* Not bpf_skc_to_tcp_timewait_sock: it checks tw_prot against
+		 * tcp(v6)_prot and so misses the timewait sockets of MPTCP
+		 * subflows (Go listeners). iter/tcp only yields TCP sockets. */
+		struct inet_timewait_sock *itw = (void *)skc;
 		r.kind = 1;
 		r.cookie = BPF_CORE_READ(skc, skc_cookie.counter);
 		r.state = BPF_CORE_READ(itw, tw_substate);
@@ -844,10 +883,8 @@ int dump_tcp(struct bpf_iter__tcp *ctx)
 		r.timer = 3;
 		r.timer_ns = jiffies_left_ns(BPF_CORE_READ(itw, tw_timer.expires));
 	} else if (r.state == TCP_NEW_SYN_RECV) {
-		struct tcp_request_sock *req = bpf_skc_to_tcp_request_sock(skc);
-		if (!req)
-			return 0;
-		struct request_sock *rs = (void *)req;
+		/* Not bpf_skc_to_tcp_request_sock, for the same reason. */
+		struct request_sock *rs = (void *)skc;
 		r.kind = 2;
 		r.cookie = BPF_CORE_READ(skc, skc_cookie.counter);
 		r.state = TCP_SYN_RECV;

@@ -8,6 +8,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -80,8 +81,13 @@ func nstChildMain() {
 			reply("ok")
 			os.Exit(0)
 		case "listen":
+			// Go listens with MPTCP by default (the kernel then keeps a
+			// TCP subflow without an fd behind the fd's MPTCP socket): say
+			// which, so that the scenario covers both.
+			var lc net.ListenConfig
+			lc.SetMultipathTCP(len(f) > 3 && f[3] == "mptcp")
 			var l net.Listener
-			if l, err = net.Listen(f[1], f[2]); err == nil {
+			if l, err = lc.Listen(context.Background(), f[1], f[2]); err == nil {
 				reply("ok %d %d", add(l), l.Addr().(*net.TCPAddr).Port)
 				continue
 			}
@@ -90,6 +96,7 @@ func nstChildMain() {
 			if len(f) > 3 && f[3] == "nokeep" {
 				d.KeepAlive = -1
 			}
+			d.SetMultipathTCP(len(f) > 3 && f[3] == "mptcp")
 			var c net.Conn
 			if c, err = d.Dial(f[1], f[2]); err == nil {
 				reply("ok %d %d", add(c), c.LocalAddr().(*net.TCPAddr).Port)
@@ -423,15 +430,15 @@ func buildScenario(t *testing.T, ns string) *scenario {
 	srv := startProc(t, ns, "nst-srv")
 	cli := startProc(t, ns, "nst-cli")
 	sc := &scenario{expect: map[[2]int]string{}}
-	listen := func(network, addr string) (int, int) {
-		r := srv.do("listen", network, addr)
+	listen := func(network, addr string, mptcp ...any) (int, int) {
+		r := srv.do(append([]any{"listen", network, addr}, mptcp...)...)
 		sc.ports = append(sc.ports, r[1])
 		sc.expect[[2]int{r[1], 0}] = "LISTEN"
 		return r[0], r[1]
 	}
 	l4, p4 := listen("tcp4", "127.0.0.1:0")
-	l6, p6 := listen("tcp", "[::]:0") // dual stack
-	l6o, p6o := listen("tcp6", "[::1]:0")
+	l6, p6 := listen("tcp", "[::]:0", "mptcp") // dual stack
+	l6o, p6o := listen("tcp6", "[::1]:0", "mptcp")
 	type pair struct{ c, a, cport, sport int }
 	connect := func(l, port int, network, addr string, extra ...any) pair {
 		r := cli.do(append([]any{"dial", network, fmt.Sprintf(addr, port)}, extra...)...)
@@ -450,6 +457,9 @@ func buildScenario(t *testing.T, ns string) *scenario {
 	est(connect(l6, p6, "tcp4", "127.0.0.1:%d"), "ESTABLISHED", "ESTABLISHED") // v4-mapped on the server
 	est(connect(l6, p6, "tcp6", "[::1]:%d"), "ESTABLISHED", "ESTABLISHED")
 	est(connect(l6o, p6o, "tcp6", "[::1]:%d"), "ESTABLISHED", "ESTABLISHED")
+	// MPTCP at both ends: the fds hold MPTCP sockets, the TCP tables the
+	// subflows.
+	est(connect(l6o, p6o, "tcp6", "[::1]:%d", "mptcp"), "ESTABLISHED", "ESTABLISHED")
 
 	// Client closes first: TIME_WAIT on the client.
 	p := connect(l4, p4, "tcp4", "127.0.0.1:%d")
@@ -613,6 +623,25 @@ func (w *watch) latest() (string, int) {
 		return "", -1
 	}
 	return strings.Join(w.buf[w.frames[len(w.frames)-1]:], "\n"), len(w.frames)
+}
+
+// changes counts the prints after the first `from` whose key differs from
+// the print before them.
+func (w *watch) changes(from int, key func(frame string) string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for i := max(from, 1); i < len(w.frames); i++ {
+		end := len(w.buf)
+		if i+1 < len(w.frames) {
+			end = w.frames[i+1]
+		}
+		prev := strings.Join(w.buf[w.frames[i-1]:w.frames[i]], "\n")
+		if key(strings.Join(w.buf[w.frames[i]:end], "\n")) != key(prev) {
+			n++
+		}
+	}
+	return n
 }
 
 func (w *watch) count() int {
