@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
 	"github.com/tcpscope/tcpscope/tracer/event"
@@ -63,7 +64,12 @@ Only TCP is traced; -u and -x are refused.`,
 			return runNetstat(cmd.Context(), f, os.Stdout, os.Stderr)
 		},
 	}
-	fl := cmd.Flags()
+	bindNetstatFlags(cmd.Flags(), &f)
+	return cmd
+}
+
+// bindNetstatFlags defines netstat's flags on fl, to be parsed into f.
+func bindNetstatFlags(fl *pflag.FlagSet, f *netstatFlags) {
 	fl.BoolVarP(&f.all, "all", "a", false, "listening and non-listening sockets")
 	fl.BoolVarP(&f.listening, "listening", "l", false, "only listening sockets")
 	fl.BoolVarP(&f.tcp, "tcp", "t", false, "TCP sockets (the only kind traced)")
@@ -90,7 +96,6 @@ Only TCP is traced; -u and -x are refused.`,
 	fl.StringVar(&f.ringSize, "ring-size", "8M", "ring buffer size, a power of two (e.g. 4M, 64M)")
 	fl.StringVar(&f.btf, "btf", "", "kernel BTF file to use instead of /sys/kernel/btf/vmlinux")
 	fl.SortFlags = false
-	return cmd
 }
 
 // netstatView is what one print needs, checked once.
