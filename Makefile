@@ -7,7 +7,7 @@ ARGS  ?= trace
 # file that shows each is present.
 APT_NEEDS := clang-14:clang-14 llvm-strip-14:llvm-14 /usr/include/bpf/bpf_helpers.h:libbpf-dev \
 	/usr/include/x86_64-linux-gnu/asm/types.h:linux-libc-dev bpftool:bpftool ss:iproute2 \
-	netstat:net-tools bpftrace:bpftrace
+	netstat:net-tools bpftrace:bpftrace tmux:tmux
 FUZZTIME ?= 10s
 # e.g. BENCH_ARGS="-wait-quiet 30s" on a shared machine
 BENCH_ARGS ?=
@@ -53,7 +53,7 @@ test: deps check-generate lint ## everything CI runs: generated files, lint, all
 	$(MAKE) --no-print-directory fuzz
 
 test-unit: ## tests that need neither root nor BPF
-	$(GO) test -count=1 ./tracer/event ./tracer/filter ./tracer/output ./tracer/termsafe ./tracer/ktime ./tracer/table ./tracer/netstat
+	$(GO) test -count=1 ./tracer/event ./tracer/filter ./tracer/output ./tracer/termsafe ./tracer/ktime ./tracer/table ./tracer/netstat ./tracer/topview/...
 
 fuzz: ## run each fuzz target for FUZZTIME (default 10s)
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./tracer/event

@@ -8,10 +8,12 @@ package topview
 
 import (
 	"cmp"
+	"maps"
 	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tcpscope/tcpscope/tracer/event"
@@ -186,6 +188,7 @@ const SparkLen = 16
 type Model struct {
 	tab      *table.Table
 	rates    *Rates
+	groups   *groups
 	netns    uint32
 	counters func() Counters
 	now      func() uint64
@@ -205,15 +208,18 @@ type Options struct {
 	HotSpots int
 }
 
-// New returns a Model of tab and installs its rate counter as tab's change
-// hook (tab must have no other).
+// New returns a Model of tab and installs its counters as tab's change hook
+// (tab must have no other). Install it before the table is seeded.
 func New(tab *table.Table, opts Options) *Model {
-	m := &Model{tab: tab, rates: NewRates(opts.NetNS), netns: opts.NetNS,
+	m := &Model{tab: tab, rates: NewRates(opts.NetNS), groups: &groups{netns: opts.NetNS, n: map[procKey]int{}}, netns: opts.NetNS,
 		counters: opts.Counters, now: opts.Now, hotN: opts.HotSpots}
 	if m.hotN <= 0 {
 		m.hotN = 20
 	}
-	tab.SetOnChange(m.rates.Observe)
+	tab.SetOnChange(func(old, new *table.Entry, ev *event.Event) {
+		m.rates.Observe(old, new, ev)
+		m.groups.observe(old, new)
+	})
 	return m
 }
 
@@ -243,6 +249,63 @@ type spotKey struct {
 	remote netip.AddrPort
 }
 
+// groups counts the sockets of each owner in each state, kept current by
+// the table's change hook. The process panel and the process filter read it
+// instead of walking the table, so a snapshot holds the table's lock only
+// for the CLOSE_WAIT and TIME_WAIT sockets (hot spots), not for every socket.
+type groups struct {
+	netns uint32
+	mu    sync.Mutex
+	n     map[procKey]int
+}
+
+func keyOf(e *table.Entry) procKey {
+	k := procKey{state: shown(e.State)}
+	if e.OwnerKnown {
+		k.pid, k.comm, k.known = e.Owner.PID, e.Owner.Comm, true
+	}
+	return k
+}
+
+// observe is the table's change hook: resyncs included, since they change
+// what the table holds.
+func (g *groups) observe(old, new *table.Entry) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if old != nil && (g.netns == 0 || old.NetNS == g.netns) {
+		k := keyOf(old)
+		if g.n[k]--; g.n[k] <= 0 {
+			delete(g.n, k)
+		}
+	}
+	if new != nil && (g.netns == 0 || new.NetNS == g.netns) {
+		g.n[keyOf(new)]++
+	}
+}
+
+func (g *groups) copy() map[procKey]int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return maps.Clone(g.n)
+}
+
+// matcher returns whether an owner matches the process filter.
+func matcher(process string) func(known bool, pid uint32, comm string) bool {
+	if process == "" {
+		return func(bool, uint32, string) bool { return true }
+	}
+	pid, isPID := parsePID(process)
+	return func(known bool, p uint32, comm string) bool {
+		if !known {
+			return false
+		}
+		if isPID {
+			return p == pid
+		}
+		return strings.Contains(comm, process)
+	}
+}
+
 // Snapshot computes the view for q.
 func (m *Model) Snapshot(q Query) *Snapshot {
 	start := time.Now()
@@ -259,74 +322,31 @@ func (m *Model) Snapshot(q Query) *Snapshot {
 		s.Transitions += series[st][SparkLen-1]
 	}
 
+	// Counts and process rows, from the owner groups.
+	match := matcher(q.Process)
 	var counts table.Counts
-	pidQuery, isPID := parsePID(q.Process)
-	matchOwner := func(e *table.Entry) bool {
-		if q.Process == "" {
-			return true
+	for k, n := range m.groups.copy() {
+		o := k.owner()
+		if !match(o.Known, o.PID, o.Comm) {
+			continue
 		}
-		if !e.OwnerKnown {
-			return false
+		counts[k.state] += n
+		if q.State == 0 || q.State == k.state {
+			s.Procs = append(s.Procs, ProcRow{Owner: o, State: k.state, Count: n})
 		}
-		if isPID {
-			return e.Owner.PID == pidQuery
-		}
-		return strings.Contains(termsafe.String(string(e.Owner.CommBytes())), q.Process)
 	}
 	if q.Process == "" {
+		// The table's own counts (the groups agree; tests check it).
 		if m.netns == 0 {
 			counts = m.tab.Counts()
 		} else {
 			counts = m.tab.CountsByNetNS()[m.netns]
 		}
+		counts[event.SynRecv] += counts[event.NewSynRecv]
 	}
-
-	procs := map[procKey]int{}
-	spots := [2]map[spotKey]*spotAgg{{}, {}} // CLOSE_WAIT, TIME_WAIT
-	var mask event.StateMask                 // 0: all states
-	if q.State != 0 && q.Process == "" {
-		mask = mask.With(q.State).With(event.CloseWait).With(event.TimeWait)
-		if q.State == event.SynRecv {
-			mask = mask.With(event.NewSynRecv)
-		}
-	}
-	m.tab.Each(mask, func(e *table.Entry) bool {
-		if m.netns != 0 && e.NetNS != m.netns {
-			return true
-		}
-		if !matchOwner(e) {
-			return true
-		}
-		st := shown(e.State)
-		if q.Process != "" {
-			counts[e.State]++
-		}
-		k := procKey{state: st}
-		if e.OwnerKnown {
-			k.pid, k.comm, k.known = e.Owner.PID, e.Owner.Comm, true
-		}
-		if q.State == 0 || q.State == st {
-			procs[k]++
-		}
-		var sp map[spotKey]*spotAgg
-		switch st {
-		case event.CloseWait:
-			sp = spots[0]
-		case event.TimeWait:
-			sp = spots[1]
-		default:
-			return true
-		}
-		k.state = 0
-		addSpot(sp, spotKey{local: true, port: e.Local.Port()}, k)
-		addSpot(sp, spotKey{remote: e.Remote}, k)
-		return true
-	})
-
 	for _, st := range States {
 		row := StateRow{State: st, Count: counts[st], Spark: series[st]}
 		if st == event.SynRecv {
-			row.Count += counts[event.NewSynRecv]
 			row.Spark = slices.Clone(series[st])
 			for i, v := range series[event.NewSynRecv] {
 				row.Spark[i] += v
@@ -336,12 +356,35 @@ func (m *Model) Snapshot(q Query) *Snapshot {
 		s.States = append(s.States, row)
 		s.Total += row.Count
 	}
-
-	s.Procs = make([]ProcRow, 0, len(procs))
-	for k, n := range procs {
-		s.Procs = append(s.Procs, ProcRow{Owner: k.owner(), State: k.state, Count: n})
-	}
 	sortProcs(s.Procs, q.Sort)
+
+	// Hot spots: a walk of the CLOSE_WAIT and TIME_WAIT sockets only.
+	spots := [2]map[spotKey]*spotAgg{{}, {}}
+	names := map[[16]byte]string{} // escaped once per name, not per socket
+	m.tab.Each(event.StateMask(0).With(event.CloseWait).With(event.TimeWait), func(e *table.Entry) bool {
+		if m.netns != 0 && e.NetNS != m.netns {
+			return true
+		}
+		k := keyOf(e)
+		if q.Process != "" {
+			name, ok := names[k.comm]
+			if !ok && k.known {
+				name = k.owner().Comm
+				names[k.comm] = name
+			}
+			if !match(k.known, k.pid, name) {
+				return true
+			}
+		}
+		sp := spots[0]
+		if k.state == event.TimeWait {
+			sp = spots[1]
+		}
+		k.state = 0
+		addSpot(sp, spotKey{local: true, port: e.Local.Port()}, k)
+		addSpot(sp, spotKey{remote: e.Remote}, k)
+		return true
+	})
 	s.CloseWait = topSpots(spots[0], m.hotN)
 	s.TimeWait = topSpots(spots[1], m.hotN)
 	s.Cost = time.Since(start)

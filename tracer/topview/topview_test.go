@@ -1,6 +1,7 @@
 package topview
 
 import (
+	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -424,5 +425,78 @@ func TestNextStateAndSort(t *testing.T) {
 	}
 	if _, ok := ParseSort("age"); ok {
 		t.Error("ParseSort accepted age")
+	}
+}
+
+// TestGroupsMirrorTable drives a table with random events and resyncs and
+// checks after every step that the owner groups the hook keeps equal a
+// walk of the table, and that the counts agree with the table's.
+func TestGroupsMirrorTable(t *testing.T) {
+	for _, netns := range []uint32{0, 2} {
+		r := rand.New(rand.NewPCG(7, uint64(netns)))
+		tab := table.New()
+		now := uint64(10 * sec)
+		m := New(tab, Options{NetNS: netns, Now: func() uint64 { return now }})
+		states := []event.State{E, SS, SR, FW1, FW2, TW, CW, LA, L, event.Closing, CL}
+		comms := []string{"a", "b", "c\x1b"}
+		for step := range 5000 {
+			now += uint64(r.IntN(int(sec / 10)))
+			key := uint64(r.IntN(48) + 1)
+			e := event.Event{Cookie: key, Mono: now, NetNS: uint32(r.IntN(3) + 1), Family: event.IPv4,
+				Local:  netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(1000+r.IntN(4))),
+				Remote: netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 2}), uint16(2000+r.IntN(4)))}
+			if r.IntN(3) > 0 {
+				e.Owner = event.Task{PID: uint32(r.IntN(4) + 1)}
+				copy(e.Owner.Comm[:], comms[r.IntN(len(comms))])
+				e.Flags |= event.OwnerKnown
+			}
+			switch k := r.IntN(10); {
+			case k < 6:
+				e.Kind, e.Old, e.New = event.Transition, states[r.IntN(len(states))], states[r.IntN(len(states))]
+				if cur, ok := tab.Lookup(key); ok && r.IntN(4) > 0 {
+					e.Old = cur.State
+				}
+			case k < 8:
+				e.Kind, e.New, e.Expires = event.TimewaitStart, []event.State{TW, FW2}[r.IntN(2)], 60*1e9
+			case k < 9:
+				e.Kind = event.TimewaitStop
+			default:
+				e.Kind, e.SockAddr, e.Cookie, e.New, e.Expires = event.RequestStart, 0xffff000000000000|key, 0, SR, 1e9
+			}
+			tab.Apply(&e)
+			if step%500 == 499 {
+				// A resync from a walk that saw some other sockets.
+				var snap []event.Socket
+				for i := range 10 {
+					snap = append(snap, event.Socket{Cookie: uint64(r.IntN(60) + 1), State: states[r.IntN(len(states)-1)],
+						NetNS: uint32(i%3 + 1), Family: event.IPv4, Local: e.Local, Remote: e.Remote,
+						Owner: e.Owner, OwnerKnown: e.Flags&event.OwnerKnown != 0})
+				}
+				tab.BeginSync()
+				tab.EndSync(snap, now, nil)
+			}
+			want := map[procKey]int{}
+			tab.Each(0, func(en *table.Entry) bool {
+				if netns == 0 || en.NetNS == netns {
+					want[keyOf(en)]++
+				}
+				return true
+			})
+			if got := m.groups.copy(); !mapsEqual(got, want) {
+				t.Fatalf("netns %d step %d: groups %v, table %v", netns, step, got, want)
+			}
+			if step%100 == 0 {
+				// Counts from the groups (a process filter that matches
+				// every owner is not possible; sum per state instead).
+				s := m.Snapshot(Query{})
+				perState := map[event.State]int{}
+				for _, p := range s.Procs {
+					perState[p.State] += p.Count
+				}
+				if got := counts(s); !mapsEqual(got, perState) {
+					t.Fatalf("netns %d step %d: state counts %v, process rows sum to %v", netns, step, got, perState)
+				}
+			}
+		}
 	}
 }

@@ -210,8 +210,8 @@ func procLines(s *topview.Snapshot, w, n int) []string {
 
 // spotLines is a hot spot panel: title and up to n rows.
 func spotLines(title string, spots []topview.HotSpot, w, n int) []string {
-	epW := max(8, min(40, w-7-1-12))
-	out := []string{headStyle.Render(fit(fmt.Sprintf("%s %6s %s", fit(title, epW), "SOCKS", "OWNER"), w))}
+	epW := max(8, min(40, w-7-15))
+	out := []string{headStyle.Render(fit(fmt.Sprintf("%s %5s %s", fit(title, epW), "SOCKS", "OWNER"), w))}
 	for i, h := range spots {
 		if i == n {
 			break
@@ -224,7 +224,7 @@ func spotLines(title string, spots []topview.HotSpot, w, n int) []string {
 		if h.Owners > 1 {
 			owner = "several"
 		}
-		out = append(out, fit(fmt.Sprintf("%s %6s %s", fit(ep, epW), count(h.Count), owner), w))
+		out = append(out, fit(fmt.Sprintf("%s %5s %s", fit(ep, epW), count(h.Count), owner), w))
 	}
 	if len(spots) == 0 {
 		out = append(out, dimStyle.Render(fit("none", w)))
@@ -250,8 +250,8 @@ func twoColumns(s *topview.Snapshot, width, height int) []string {
 		out = append(out, left[i]+" "+r)
 	}
 	if rows := height - len(out) - 1; rows > 0 {
-		cw := spotLines("CLOSE_WAIT HOTSPOT", s.CloseWait, lw, rows)
-		tw := spotLines("TIME_WAIT HOTSPOT", s.TimeWait, rw, rows)
+		cw := spotLines("CLOSE_WAIT SPOTS", s.CloseWait, lw, rows)
+		tw := spotLines("TIME_WAIT SPOTS", s.TimeWait, rw, rows)
 		for i := 0; i < max(len(cw), len(tw)); i++ {
 			l, r := strings.Repeat(" ", lw), ""
 			if i < len(cw) {
@@ -269,8 +269,8 @@ func twoColumns(s *topview.Snapshot, width, height int) []string {
 func oneColumn(s *topview.Snapshot, width int) []string {
 	out := stateLines(s, width, max(0, min(12, width-26)))
 	out = append(out, procLines(s, width, 5)...)
-	out = append(out, spotLines("CLOSE_WAIT HOTSPOT", s.CloseWait, width, 3)...)
-	out = append(out, spotLines("TIME_WAIT HOTSPOT", s.TimeWait, width, 3)...)
+	out = append(out, spotLines("CLOSE_WAIT SPOTS", s.CloseWait, width, 3)...)
+	out = append(out, spotLines("TIME_WAIT SPOTS", s.TimeWait, width, 3)...)
 	return out
 }
 

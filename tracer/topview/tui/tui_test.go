@@ -81,9 +81,9 @@ func TestRender80x24(t *testing.T) {
 		4:  "ESTABLISHED     12M     0",
 		9:  "TIME_WAIT      5000     5",
 		13: "CLOSING        9000     9",
-		14: "CLOSE_WAIT HOTSPOT  SOCKS OWNER        TIME_WAIT HOTSPOT      SOCKS OWNER",
-		15: ":8080                  50 77/server    192.168.100.200:443     9000 several",
-		16: "[2001:db8:1234:56…     49 77/server    192.168.100.200:443     8999 several",
+		14: "CLOSE_WAIT SPOTS SOCKS OWNER           TIME_WAIT SPOTS     SOCKS OWNER",
+		15: ":8080               50 77/server       192.168.100.200:443  9000 several",
+		16: "[2001:db8:1234:…    49 77/server       192.168.100.200:443  8999 several",
 		23: "f/F state  / process  s sort  c clear  ? help  q quit",
 	}
 	for i, w := range want {
