@@ -70,17 +70,28 @@ func (r *Rates) Observe(old, new *table.Entry, ev *event.Event) {
 	switch {
 	case new == nil && old != nil:
 		r.add(sec, event.Close, 1)
-		r.removedKey, r.removedState, r.removedSec = old.Key, old.State, sec
+		r.removedKey, r.removedState, r.removedSec = old.Key, rateState(old), sec
 	case old == nil && new != nil:
-		if r.removedSec >= 0 && new.Key == r.removedKey && new.State == r.removedState {
+		if r.removedSec >= 0 && new.Key == r.removedKey && rateState(new) == r.removedState {
 			r.add(r.removedSec, event.Close, -1) // a re-arm: nothing happened
 			r.removedSec = -1
 			return
 		}
-		r.add(sec, new.State, 1)
-	case old != nil && new != nil && old.State != new.State:
-		r.add(sec, new.State, 1)
+		r.add(sec, rateState(new), 1)
+	case old != nil && new != nil && rateState(old) != rateState(new):
+		r.add(sec, rateState(new), 1)
 	}
+}
+
+// rateState is the state a change is counted in. As in the table's
+// transition matrix, a request socket (a handshake in progress) is counted
+// as NEW_SYN_RECV, so that a connection does not enter SYN_RECV twice (its
+// request socket, then the child full socket).
+func rateState(e *table.Entry) event.State {
+	if e.Kind == event.RequestSocket {
+		return event.NewSynRecv
+	}
+	return e.State
 }
 
 // add changes the count of st in second sec, if that second is still kept.

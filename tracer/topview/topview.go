@@ -345,13 +345,9 @@ func (m *Model) Snapshot(q Query) *Snapshot {
 		counts[event.SynRecv] += counts[event.NewSynRecv]
 	}
 	for _, st := range States {
+		// SYN_RECV's rate is that of full sockets entering it (one per
+		// completed handshake); request sockets are in Transitions.
 		row := StateRow{State: st, Count: counts[st], Spark: series[st]}
-		if st == event.SynRecv {
-			row.Spark = slices.Clone(series[st])
-			for i, v := range series[event.NewSynRecv] {
-				row.Spark[i] += v
-			}
-		}
 		row.PerSec = row.Spark[SparkLen-1]
 		s.States = append(s.States, row)
 		s.Total += row.Count
@@ -432,6 +428,9 @@ func addSpot(m map[spotKey]*spotAgg, k spotKey, owner procKey) {
 func topSpots(m map[spotKey]*spotAgg, n int) []HotSpot {
 	out := make([]HotSpot, 0, len(m))
 	for k, a := range m {
+		if a.count < 2 {
+			continue // one socket is not a spot; the panels above show it
+		}
 		h := HotSpot{Local: k.local, Port: k.port, Remote: k.remote, Count: a.count, Owners: a.owners}
 		if a.owners == 1 {
 			h.Owner = a.owner.owner()
