@@ -147,7 +147,8 @@ type HotSpot struct {
 	Remote netip.AddrPort
 	Count  int
 	// Owner is the one process that holds (or, in TIME_WAIT, last held)
-	// them all; Owners counts the distinct owners (0 when none is known).
+	// them all, leaving aside sockets with no known owner; Owners is 0
+	// (none known), 1, or 2 for several.
 	Owner  Owner
 	Owners int
 }
@@ -406,23 +407,25 @@ func parsePID(s string) (uint32, bool) {
 	return uint32(n), err == nil
 }
 
+// addSpot counts a socket for a spot. Sockets with no known owner (e.g.
+// TIME_WAIT sockets that predate tcpscope) count, but do not make the
+// owner ambiguous.
 func addSpot(m map[spotKey]*spotAgg, k spotKey, owner procKey) {
 	a := m[k]
 	if a == nil {
-		a = &spotAgg{owner: owner}
-		if owner.known {
-			a.owners = 1
-		}
+		a = &spotAgg{}
 		m[k] = a
-	} else if owner.known && (!a.owner.known || a.owner.pid != owner.pid) {
-		// Counting every distinct owner would need a set per spot; "one"
-		// or "several" is what the view says.
-		if !a.owner.known {
-			a.owner = owner
-		}
-		a.owners = 2
 	}
 	a.count++
+	switch {
+	case !owner.known:
+	case a.owners == 0:
+		a.owner, a.owners = owner, 1
+	case a.owners == 1 && a.owner.pid != owner.pid:
+		// Counting every distinct owner would need a set per spot; "one"
+		// or "several" is what the view says.
+		a.owners = 2
+	}
 }
 
 func topSpots(m map[spotKey]*spotAgg, n int) []HotSpot {

@@ -252,6 +252,10 @@ func TestHotSpots(t *testing.T) {
 		w.path(other, L, SR, E, CW)
 		third := w.sock(7, "127.0.0.1:9090", "127.0.0.1:41000", 10, "srv")
 		w.path(third, L, SR, E, CW)
+		// A TIME_WAIT socket with no known owner to the churner's peer:
+		// counted, but the spot still has one owner.
+		orphan := w.sock(7, "10.0.0.1:50100", "10.0.0.9:443", 0, "")
+		w.apply(orphan, event.TimewaitStart, 0, TW)
 		return m.Snapshot(Query{})
 	}
 	s := build(0)
@@ -273,9 +277,9 @@ func TestHotSpots(t *testing.T) {
 		t.Fatalf("TIME_WAIT spots %+v", s.TimeWait)
 	}
 	tw := s.TimeWait[0]
-	if tw.Local || tw.Remote != netip.MustParseAddrPort("10.0.0.9:443") || tw.Count != 5 ||
+	if tw.Local || tw.Remote != netip.MustParseAddrPort("10.0.0.9:443") || tw.Count != 6 ||
 		tw.Owners != 1 || tw.Owner.PID != 30 || tw.Owner.Comm != "churn" {
-		t.Errorf("TIME_WAIT top %+v, want peer 10.0.0.9:443, 5 sockets, closed by 30/churn", tw)
+		t.Errorf("TIME_WAIT top %+v, want peer 10.0.0.9:443, 6 sockets, closed by 30/churn", tw)
 	}
 	if got := tw.Label(); got != "peer 10.0.0.9:443" {
 		t.Errorf("label %q", got)
