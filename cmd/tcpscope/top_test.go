@@ -54,7 +54,7 @@ func ssPidCounts(t *testing.T, ns string, pid int) map[string]int {
 }
 
 // stateRow matches a row of the state panel (and of the plain output).
-var stateRow = regexp.MustCompile(`^(ESTABLISHED|SYN_SENT|SYN_RECV|FIN_WAIT1|FIN_WAIT2|TIME_WAIT|CLOSE_WAIT|LAST_ACK|LISTEN|CLOSING)\s+(\d+)\s+\d+`)
+var stateRow = regexp.MustCompile(`^(ESTABLISHED|SYN_SENT|SYN_RECV|FIN_WAIT1|FIN_WAIT2|TIME_WAIT|CLOSE_WAIT|LAST_ACK|LISTEN|CLOSING)\s+(\d+)\s+(\d+|-)`)
 
 // screenCounts reads the state panel: nonzero counts by state, and
 // whether all ten rows were found.

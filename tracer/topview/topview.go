@@ -176,6 +176,9 @@ type Snapshot struct {
 	CloseWait   []HotSpot // most sockets first
 	TimeWait    []HotSpot
 	Counters    Counters
+	// NoRates: a process filter is on, and rates are not kept per
+	// process: the rows carry none (Transitions still counts them all).
+	NoRates bool
 	// Moving: rates shown will change as time passes even without events
 	// (a second with transitions is still in the sparkline window).
 	Moving bool
@@ -311,7 +314,7 @@ func matcher(process string) func(known bool, pid uint32, comm string) bool {
 func (m *Model) Snapshot(q Query) *Snapshot {
 	start := time.Now()
 	now := m.now()
-	s := &Snapshot{Mono: now, NetNS: m.netns, Query: q}
+	s := &Snapshot{Mono: now, NetNS: m.netns, Query: q, NoRates: q.Process != ""}
 	if m.counters != nil {
 		s.Counters = m.counters()
 	}
@@ -349,7 +352,11 @@ func (m *Model) Snapshot(q Query) *Snapshot {
 		// SYN_RECV's rate is that of full sockets entering it (one per
 		// completed handshake); request sockets are in Transitions.
 		row := StateRow{State: st, Count: counts[st], Spark: series[st]}
-		row.PerSec = row.Spark[SparkLen-1]
+		if q.Process != "" {
+			row.Spark = nil
+		} else {
+			row.PerSec = row.Spark[SparkLen-1]
+		}
 		s.States = append(s.States, row)
 		s.Total += row.Count
 	}

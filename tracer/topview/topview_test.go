@@ -230,9 +230,14 @@ func TestProcessFilterCounts(t *testing.T) {
 	w := newWorld(t)
 	m := w.model(Options{})
 	scenario(w)
-	// The process filter applies to the state counts too.
-	if got, want := counts(m.Snapshot(Query{Process: "srv"})), map[event.State]int{E: 3, CW: 4, L: 1}; !mapsEqual(got, want) {
+	// The process filter applies to the state counts too; rates are not
+	// kept per process, so the rows carry none.
+	s := m.Snapshot(Query{Process: "srv"})
+	if got, want := counts(s), map[event.State]int{E: 3, CW: 4, L: 1}; !mapsEqual(got, want) {
 		t.Errorf("srv counts %v, want %v", got, want)
+	}
+	if !s.NoRates || rowOf(s, E).Spark != nil || rowOf(s, E).PerSec != 0 {
+		t.Errorf("rates with a process filter: %v %+v", s.NoRates, rowOf(s, E))
 	}
 	// The state filter does not: it selects the process rows.
 	if got := counts(m.Snapshot(Query{State: CW})); got[E] != 8 || got[CW] != 4 {

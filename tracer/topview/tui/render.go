@@ -174,7 +174,11 @@ func stateLines(s *topview.Snapshot, w, sparkW int) []string {
 		if len(spark) > sparkW {
 			spark = spark[len(spark)-sparkW:]
 		}
-		text := fmt.Sprintf("%-11s %7s %5d ", r.State, count(r.Count), r.PerSec)
+		rate := strconv.Itoa(int(r.PerSec))
+		if s.NoRates {
+			rate = "-"
+		}
+		text := fmt.Sprintf("%-11s %7s %5s ", r.State, count(r.Count), rate)
 		line := fit(text, min(w, len(text)))
 		if rest := w - len(text); rest > 0 {
 			line += sparkStyle.Render(fit(Spark(spark), rest))
@@ -287,7 +291,8 @@ var helpText = []string{
 	"PANELS",
 	"  SOCKETS   sockets in each state now (in the namespace shown)",
 	"  IN/S      sockets that entered the state in the last second;",
-	"            the sparkline shows the seconds before",
+	"            the sparkline shows the seconds before (not kept per",
+	"            process: '-' with a process filter)",
 	"  PROCESS   owners with the most sockets in a state; a TIME_WAIT",
 	"            socket counts for the process that closed it",
 	"  hot spots local ports and peers shared by many CLOSE_WAIT",
@@ -326,7 +331,11 @@ func WritePlain(w io.Writer, s *topview.Snapshot, wall time.Time, top int) error
 		wall.Format("2006-01-02T15:04:05.000Z07:00"), ns, s.Total, s.Transitions, s.Counters.Lost, s.Counters.Resyncs, st, proc)
 	fmt.Fprintf(&b, "%-11s %8s %6s\n", "STATE", "SOCKETS", "IN/S")
 	for _, r := range s.States {
-		fmt.Fprintf(&b, "%-11s %8d %6d\n", r.State, r.Count, r.PerSec)
+		rate := strconv.Itoa(int(r.PerSec))
+		if s.NoRates {
+			rate = "-"
+		}
+		fmt.Fprintf(&b, "%-11s %8d %6s\n", r.State, r.Count, rate)
 	}
 	fmt.Fprintf(&b, "%-8s %-16s %-11s %8s\n", "PID", "PROCESS", "STATE", "SOCKETS")
 	for i, r := range s.Procs {

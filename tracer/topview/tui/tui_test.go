@@ -117,6 +117,23 @@ func TestRenderLossesStandOut(t *testing.T) {
 	}
 }
 
+func TestRenderNoRates(t *testing.T) {
+	s := snapshot()
+	s.NoRates, s.Query.Process = true, "4000001"
+	for i := range s.States {
+		s.States[i].Spark, s.States[i].PerSec = nil, 0
+	}
+	ls := lines(Render(s, UI{}, 80, 24, wall))
+	if got := ls[5][:38]; got != "SYN_SENT       1000     -             " {
+		t.Errorf("row without rates: %q", got)
+	}
+	var b bytes.Buffer
+	WritePlain(&b, s, wall, 3)
+	if !strings.Contains(b.String(), "SYN_SENT        1000      -\n") {
+		t.Errorf("plain row without rates:\n%s", b.String())
+	}
+}
+
 func TestRenderSmall(t *testing.T) {
 	// One column below 80 cells: the states still come first.
 	ls := lines(Render(snapshot(), UI{}, 60, 20, wall))
