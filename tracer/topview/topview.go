@@ -193,6 +193,7 @@ type Model struct {
 	tab      *table.Table
 	rates    *Rates
 	groups   *groups
+	spots    spotCache
 	netns    uint32
 	counters func() Counters
 	now      func() uint64
@@ -310,7 +311,8 @@ func matcher(process string) func(known bool, pid uint32, comm string) bool {
 	}
 }
 
-// Snapshot computes the view for q.
+// Snapshot computes the view for q. It is not safe for concurrent use (one
+// screen calls it).
 func (m *Model) Snapshot(q Query) *Snapshot {
 	start := time.Now()
 	now := m.now()
@@ -362,7 +364,22 @@ func (m *Model) Snapshot(q Query) *Snapshot {
 	}
 	sortProcs(s.Procs, q.Sort)
 
-	// Hot spots: a walk of the CLOSE_WAIT and TIME_WAIT sockets only.
+	s.CloseWait, s.TimeWait = m.hotSpots(q.Process, match)
+	s.Cost = time.Since(start)
+	return s
+}
+
+// hotSpots walks the CLOSE_WAIT and TIME_WAIT sockets, holding the table's
+// read lock (the reader waits meanwhile): ~0.3 µs a socket. When that walk
+// is long (a million TIME_WAIT sockets), its result is reused for up to 20
+// times its cost, so that the walk takes at most 5% of the time while the
+// counts and process rows, which cost nothing to read, stay current.
+func (m *Model) hotSpots(process string, match func(bool, uint32, string) bool) (cw, tw []HotSpot) {
+	c := &m.spots
+	if c.valid && c.process == process && c.cost > 5*time.Millisecond && time.Since(c.at) < 20*c.cost {
+		return c.cw, c.tw
+	}
+	start := time.Now()
 	spots := [2]map[spotKey]*spotAgg{{}, {}}
 	names := map[[16]byte]string{} // escaped once per name, not per socket
 	m.tab.Each(event.StateMask(0).With(event.CloseWait).With(event.TimeWait), func(e *table.Entry) bool {
@@ -370,7 +387,7 @@ func (m *Model) Snapshot(q Query) *Snapshot {
 			return true
 		}
 		k := keyOf(e)
-		if q.Process != "" {
+		if process != "" {
 			name, ok := names[k.comm]
 			if !ok && k.known {
 				name = k.owner().Comm
@@ -389,10 +406,18 @@ func (m *Model) Snapshot(q Query) *Snapshot {
 		addSpot(sp, spotKey{remote: e.Remote}, k)
 		return true
 	})
-	s.CloseWait = topSpots(spots[0], m.hotN)
-	s.TimeWait = topSpots(spots[1], m.hotN)
-	s.Cost = time.Since(start)
-	return s
+	cw, tw = topSpots(spots[0], m.hotN), topSpots(spots[1], m.hotN)
+	*c = spotCache{valid: true, process: process, at: start, cost: time.Since(start), cw: cw, tw: tw}
+	return cw, tw
+}
+
+// spotCache is the last hot spot walk.
+type spotCache struct {
+	valid   bool
+	process string
+	at      time.Time
+	cost    time.Duration
+	cw, tw  []HotSpot
 }
 
 func (k procKey) owner() Owner {
