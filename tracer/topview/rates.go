@@ -11,9 +11,6 @@ import (
 // longest sparkline plus the second in progress.
 const rateSlots = 64
 
-// MaxSpark is the longest rate history (in seconds) a Snapshot carries.
-const MaxSpark = rateSlots - 2
-
 // Rates counts, per second of the kernel's CLOCK_MONOTONIC, how many sockets
 // entered each state (a socket leaving the table entered CLOSE). It is fed
 // from the table's change hook (Observe), so it sees exactly the changes the

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/tcpscope/tcpscope/tracer/event"
+	"github.com/tcpscope/tcpscope/tracer/ktime"
 	"github.com/tcpscope/tcpscope/tracer/table"
 	"github.com/tcpscope/tcpscope/tracer/termsafe"
 )
@@ -207,7 +208,8 @@ type Options struct {
 	NetNS uint32
 	// Counters reads the tracer's counters; nil shows zeros.
 	Counters func() Counters
-	// Now returns the CLOCK_MONOTONIC time in ns (tests inject theirs).
+	// Now returns the CLOCK_MONOTONIC time in ns (default ktime.Now; tests
+	// inject theirs).
 	Now func() uint64
 	// HotSpots is the number of hot spots kept per state (default 20).
 	HotSpots int
@@ -220,6 +222,9 @@ func New(tab *table.Table, opts Options) *Model {
 		counters: opts.Counters, now: opts.Now, hotN: opts.HotSpots}
 	if m.hotN <= 0 {
 		m.hotN = 20
+	}
+	if m.now == nil {
+		m.now = ktime.Now
 	}
 	tab.SetOnChange(func(old, new *table.Entry, ev *event.Event) {
 		m.rates.Observe(old, new, ev)
