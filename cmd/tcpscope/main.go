@@ -88,6 +88,6 @@ each socket and how long it spent in its previous state.`,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.CompletionOptions.DisableDefaultCmd = true
-	root.AddCommand(newTraceCommand(), newNetstatCommand())
+	root.AddCommand(newTraceCommand(), newNetstatCommand(), newTopCommand())
 	return root
 }
