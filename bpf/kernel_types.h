@@ -110,6 +110,7 @@ struct sock {
 	struct socket *sk_socket;
 	struct timer_list sk_timer; /* keepalive (and orphan FIN_WAIT2) timer */
 	kuid_t sk_uid;
+	int sk_err; /* the error a reset or timeout left: read at CLOSE */
 	u16 sk_protocol;
 	u16 sk_type;
 	u32 sk_ack_backlog;
@@ -136,6 +137,8 @@ struct tcp_sock {
 	u32 write_seq;
 	u32 rcv_nxt;
 	u32 snd_una;
+	u64 bytes_acked;    /* sent and acknowledged (RFC 4898 tcpEStatsAppHCThruOctetsAcked) */
+	u64 bytes_received; /* received in order (tcpEStatsAppHCThruOctetsReceived) */
 };
 
 /* Replaces a full socket in TIME_WAIT (or an orphan's FIN_WAIT2). */
