@@ -112,13 +112,17 @@ func CloseWait(tab *table.Table, opts CloseWaitOptions) *CloseWaitReport {
 	rep := &CloseWaitReport{Mono: opts.Now, NetNS: opts.NetNS, MinAgeNs: int64(opts.MinAge),
 		HoldersWalked: opts.Holders != nil, Processes: []CloseWaitProcess{}, Orphans: []CloseWaitSocket{}, Shared: []CloseWaitSocket{}}
 	var socks []table.Entry
-	listeners := map[listenKey]bool{}
+	listeners := map[listenKey]*Holder{} // the listener's owner, nil when not known
 	tab.Each(event.StateMask(0).With(event.CloseWait).With(event.Listen), func(e *table.Entry) bool {
 		if opts.NetNS != 0 && e.NetNS != opts.NetNS {
 			return true
 		}
 		if e.State == event.Listen {
-			listeners[listenKey{e.NetNS, e.Local.Port()}] = true
+			var o *Holder
+			if e.OwnerKnown {
+				o = &Holder{PID: e.Owner.PID, Comm: commString(&e.Owner), FD: e.FD}
+			}
+			listeners[listenKey{e.NetNS, e.Local.Port()}] = o
 		} else {
 			socks = append(socks, *e)
 		}
@@ -176,12 +180,21 @@ func CloseWait(tab *table.Table, opts CloseWaitOptions) *CloseWaitReport {
 		}
 		switch {
 		case len(holders) == 0:
+			// A CLOSE_WAIT socket without a file was never accepted (close()
+			// would have moved it on to LAST_ACK): it waits in the accept
+			// queue of the listener on its port.
 			sock.Reason = ReasonNoHolder
-			if e.Inode == 0 && e.Source == event.OwnerListener {
-				sock.Reason = ReasonNotAccepted
-			}
 			if e.OwnerKnown {
 				sock.LastOwner = &Holder{PID: e.Owner.PID, Comm: commString(&e.Owner), FD: -1}
+			}
+			if lo, ok := listeners[listenKey{e.NetNS, e.Local.Port()}]; ok && e.Inode == 0 {
+				sock.Reason = ReasonNotAccepted
+				if lo != nil {
+					l := *lo
+					sock.LastOwner = &l
+				}
+			} else if e.Inode == 0 && e.Source == event.OwnerListener {
+				sock.Reason = ReasonNotAccepted
 			}
 			rep.Orphans = append(rep.Orphans, sock)
 			continue
@@ -212,7 +225,7 @@ func CloseWait(tab *table.Table, opts CloseWaitOptions) *CloseWaitReport {
 	for pid, a := range procs {
 		slices.Sort(a.p.FDs)
 		a.p.Oldest, a.p.Median = oldestMedian(a.ages)
-		a.p.LocalPorts = topPorts(a.ports, func(p uint16) bool { return listeners[listenKey{a.ns, p}] }, opts.Top)
+		a.p.LocalPorts = topPorts(a.ports, func(p uint16) bool { _, ok := listeners[listenKey{a.ns, p}]; return ok }, opts.Top)
 		a.p.Peers = topPeers(a.peers, opts.Top)
 		if opts.Cmdline != nil {
 			if b, err := opts.Cmdline(pid); err == nil {
