@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -314,13 +315,18 @@ func runTimeWait(ctx context.Context, f timeWaitFlags, stdout, stderr io.Writer)
 	}
 	ctx, cancel := commandContext(ctx, stdout, f.watch)
 	defer cancel()
-	tw := diag.NewTimeWaitTracker(f.interval + time.Second)
+	// The first report covers everything since the programs were attached:
+	// seeding the table (walking every namespace) may take a while, and
+	// connections that enter TIME_WAIT meanwhile belong in it.
+	tw := diag.NewTimeWaitTracker(time.Hour)
+	begin := ktime.Now()
 	lt, err := startTable(ctx, f.tableFlags, stderr, tw.OnChange)
 	if err != nil {
 		return err
 	}
 	defer lt.stop()
 	tw.SetSeedMono(lt.lv.SeedMono())
+	first := true
 
 	clock := ktime.NewClock()
 	tick := time.NewTicker(f.interval)
@@ -337,7 +343,13 @@ func runTimeWait(ctx context.Context, f timeWaitFlags, stdout, stderr io.Writer)
 		if err := lt.tr.Barrier(ctx); err != nil {
 			return nil
 		}
-		rep := tw.Report(lt.tab, diag.TimeWaitOptions{Now: ktime.Now(), Window: f.interval, NetNS: lt.netns,
+		now, window := ktime.Now(), f.interval
+		if first {
+			window = max(window, time.Duration(now-begin))
+			tw.SetKeep(f.interval + time.Second)
+			first = false
+		}
+		rep := tw.Report(lt.tab, diag.TimeWaitOptions{Now: now, Window: window, NetNS: lt.netns,
 			PortRange: portRange, WarnFraction: f.warn})
 		if f.json {
 			err = output.WriteJSON(stdout, rep)
@@ -400,6 +412,10 @@ that never completed). The filters are trace's.`,
 	return cmd
 }
 
+// lifeGrace is how long a closed connection waits for a reset record the
+// kernel sends just after the close.
+const lifeGrace = 20 * time.Millisecond
+
 // lifeSink feeds events to a diag.Life and prints what it settles.
 type lifeSink struct {
 	life    *diag.Life
@@ -409,12 +425,14 @@ type lifeSink struct {
 	lastErr error
 	cancel  context.CancelFunc
 	emit    func(*diag.Conn)
+	pending atomic.Bool // connections wait for their grace: flush later
 }
 
 func (s *lifeSink) Event(e *event.Event) { s.life.Observe(e, s.emit) }
 
 func (s *lifeSink) Drained() {
 	s.life.Flush(ktime.Now(), false, s.emit)
+	s.pending.Store(s.life.Pending() > 0)
 	if s.lastErr == nil {
 		if err := s.out.Flush(); err != nil {
 			s.lastErr = err
@@ -456,7 +474,7 @@ func runLife(ctx context.Context, f traceFlags, stdout, stderr io.Writer) error 
 		format = output.JSON
 	}
 	s := &lifeSink{
-		life:   diag.NewLife(diag.LifeOptions{Match: spec.Match}),
+		life:   diag.NewLife(diag.LifeOptions{Match: spec.Match, Grace: lifeGrace}),
 		out:    output.NewLifeWriter(stdout, ktime.NewClock(), output.TraceOptions{Format: format, NoHeader: f.noHeader}),
 		stderr: stderr,
 		cancel: cancel,
@@ -470,6 +488,22 @@ func runLife(ctx context.Context, f traceFlags, stdout, stderr io.Writer) error 
 			}
 		}
 	}
+	// Drained runs only when events come or on a Barrier: a connection
+	// waiting for its grace with nothing after it needs a Barrier.
+	go func() {
+		tick := time.NewTicker(lifeGrace)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				if s.pending.Load() {
+					tr.Barrier(ctx)
+				}
+			}
+		}
+	}()
 	runErr := tr.Run(ctx, s)
 	s.life.Flush(0, true, s.emit)
 	s.Drained()

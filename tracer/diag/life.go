@@ -166,6 +166,10 @@ func (l *Life) flush(now uint64, emit func(*Conn), all bool) {
 	}
 }
 
+// Pending is the number of finished connections waiting for their grace
+// to end: call Flush again (after Grace) even if no event comes.
+func (l *Life) Pending() int { return len(l.pending) }
+
 // Open is the number of connections whose start the tracker holds.
 func (l *Life) Open() int { return len(l.starts) }
 

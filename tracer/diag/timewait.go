@@ -49,6 +49,13 @@ func NewTimeWaitTracker(keep time.Duration) *TimeWaitTracker {
 	return &TimeWaitTracker{keep: keep, listeners: map[listenKey]int{}}
 }
 
+// SetKeep changes how long entries are kept (see NewTimeWaitTracker).
+func (t *TimeWaitTracker) SetKeep(keep time.Duration) {
+	t.mu.Lock()
+	t.keep = keep
+	t.mu.Unlock()
+}
+
 // SetSeedMono tells the tracker when the table's seed walk ran: sockets
 // first seen then predate tracing, and their lifetimes are unknown.
 func (t *TimeWaitTracker) SetSeedMono(mono uint64) {
@@ -225,6 +232,27 @@ func (t *TimeWaitTracker) Report(tab *table.Table, opts TimeWaitOptions) *TimeWa
 	rep := &TimeWaitReport{Mono: opts.Now, WindowNs: int64(opts.Window), NetNS: opts.NetNS, PortRange: opts.PortRange,
 		Closers: []Closer{}, Destinations: []Destination{}, Hints: []string{}}
 
+	// Sockets in TIME_WAIT and listeners now.
+	remotes := map[netip.AddrPort]int{}
+	ports := map[uint16]int{}
+	listeners := map[listenKey]bool{}
+	type destKey struct {
+		netns  uint32
+		local  netip.Addr
+		remote netip.AddrPort
+	}
+	dests := map[destKey]int{}
+	var tws []table.Entry
+	tab.Each(event.StateMask(0).With(event.TimeWait).With(event.Listen), func(e *table.Entry) bool {
+		switch {
+		case opts.NetNS != 0 && e.NetNS != opts.NetNS:
+		case e.State == event.Listen:
+			listeners[listenKey{e.NetNS, e.Local.Port()}] = true
+		default:
+			tws = append(tws, *e)
+		}
+		return true
+	})
 	// Entries in the window.
 	type closerKey struct {
 		pid  uint32
@@ -246,7 +274,13 @@ func (t *TimeWaitTracker) Report(tab *table.Table, opts TimeWaitOptions) *TimeWa
 			continue
 		}
 		rep.Entered++
-		switch e.side {
+		side := e.side
+		// A listener the table learned only after the entry (its seed ran
+		// late) still makes it the server side.
+		if side == Client && listeners[listenKey{e.netns, e.local.Port()}] {
+			side = Server
+		}
+		switch side {
 		case Client:
 			rep.ClientFirst++
 			entryDest[e.remote]++
@@ -255,7 +289,7 @@ func (t *TimeWaitTracker) Report(tab *table.Table, opts TimeWaitOptions) *TimeWa
 		default:
 			rep.UnknownSide++
 		}
-		k := closerKey{side: e.side, comm: "-"}
+		k := closerKey{side: side, comm: "-"}
 		if e.ownerOK {
 			k.pid, k.comm = e.owner.PID, commString(&e.owner)
 		}
@@ -279,27 +313,6 @@ func (t *TimeWaitTracker) Report(tab *table.Table, opts TimeWaitOptions) *TimeWa
 	}
 	rep.Lifetimes = lifetimeStats(lifetimes, rep.Lifetimes.Unknown)
 
-	// Sockets in TIME_WAIT now.
-	remotes := map[netip.AddrPort]int{}
-	ports := map[uint16]int{}
-	listeners := map[listenKey]bool{}
-	type destKey struct {
-		netns  uint32
-		local  netip.Addr
-		remote netip.AddrPort
-	}
-	dests := map[destKey]int{}
-	var tws []table.Entry
-	tab.Each(event.StateMask(0).With(event.TimeWait).With(event.Listen), func(e *table.Entry) bool {
-		switch {
-		case opts.NetNS != 0 && e.NetNS != opts.NetNS:
-		case e.State == event.Listen:
-			listeners[listenKey{e.NetNS, e.Local.Port()}] = true
-		default:
-			tws = append(tws, *e)
-		}
-		return true
-	})
 	for i := range tws {
 		e := &tws[i]
 		rep.Current++
