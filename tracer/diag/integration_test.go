@@ -291,7 +291,7 @@ func closeWaitReport(t *testing.T, line string) *diag.CloseWaitReport {
 // A server that accepts and never closes: its sockets pile up in CLOSE_WAIT
 // when the clients close. closewait must name exactly the server, with the
 // count and the ages the test produced, and never the client.
-func TestCloseWaitLeakingServer(t *testing.T) {
+func TestRootCloseWaitLeakingServer(t *testing.T) {
 	requireRoot(t)
 	ns, _ := newNetNS(t)
 	srv := startProc(t, ns, "cwleak")
@@ -377,7 +377,7 @@ func TestCloseWaitLeakingServer(t *testing.T) {
 // Sockets held by several processes: a connection shared with a forked
 // child, one passed over a unix socket to an unrelated process, one handed
 // to a forked child that is its only holder, and one never accepted.
-func TestCloseWaitHolders(t *testing.T) {
+func TestRootCloseWaitHolders(t *testing.T) {
 	requireRoot(t)
 	ns, _ := newNetNS(t)
 	srv := startProc(t, ns, "cwsrv")
@@ -481,7 +481,7 @@ func sorted(s []string) []string {
 // Client-first and server-first churn: the side that closes first keeps
 // the TIME_WAIT socket; timewait must say which side and which process,
 // and count what ss counts.
-func TestTimeWaitSides(t *testing.T) {
+func TestRootTimeWaitSides(t *testing.T) {
 	requireRoot(t)
 	ns, _ := newNetNS(t)
 	srv := startProc(t, ns, "twsrv")
@@ -552,7 +552,7 @@ type lifeLine struct {
 
 // life: durations and byte counts of what the test did, the owner of each
 // end, and how each connection ended.
-func TestLifeReportsWhatWasSent(t *testing.T) {
+func TestRootLifeReportsWhatWasSent(t *testing.T) {
 	requireRoot(t)
 	ns, ino := newNetNS(t)
 	srv := startProc(t, ns, "lfsrv")
