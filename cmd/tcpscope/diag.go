@@ -155,7 +155,9 @@ process holds (connections never accepted) are listed as orphans.
 
 Ages of sockets that were in CLOSE_WAIT before tcpscope started are lower
 bounds (">="); --watch (or a long-running agent) times the ones that come
-later exactly.
+later exactly. So that --min-age can judge those, a one-shot run with
+--min-age D watches for D before it reports: a socket still in CLOSE_WAIT then
+has been there at least D.
 
 With --threshold N the exit status is 5 when a process holds more than N.`,
 		Example: `  tcpscope closewait
@@ -194,6 +196,17 @@ func runCloseWait(ctx context.Context, f closeWaitFlags, stdout, stderr io.Write
 	}
 	defer lt.stop()
 
+	if !f.watch && f.minAge > 0 {
+		// Sockets already in CLOSE_WAIT at the seed have an unknown age. Still
+		// in CLOSE_WAIT (no event moved them) minAge after the seed, they
+		// have been there at least that long: wait, then report.
+		wait := time.Duration(lt.lv.SeedMono() + uint64(f.minAge) - min(ktime.Now(), lt.lv.SeedMono()+uint64(f.minAge)))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+	}
 	hist := &diag.CloseWaitHistory{}
 	var last *diag.CloseWaitReport
 	clock := ktime.NewClock()
