@@ -22,7 +22,6 @@ import (
 	"github.com/tcpscope/tcpscope/tracer/loader"
 	"github.com/tcpscope/tcpscope/tracer/output"
 	"github.com/tcpscope/tcpscope/tracer/table"
-	"github.com/tcpscope/tcpscope/tracer/termsafe"
 )
 
 // thresholdError: closewait found a process over --threshold.
@@ -217,7 +216,7 @@ func runCloseWait(ctx context.Context, f closeWaitFlags, stdout, stderr io.Write
 		}
 		holders := diag.Holders{}
 		for _, h := range hs {
-			holders[h.Key] = append(holders[h.Key], diag.Holder{PID: h.PID, FD: h.FD, Comm: string(termsafe.Append(nil, commBytes(h.Comm[:])))})
+			holders.Add(h.Key, h.PID, h.FD, h.Comm[:])
 		}
 		last = diag.CloseWait(lt.tab, diag.CloseWaitOptions{Now: ktime.Now(), MinAge: f.minAge, NetNS: lt.netns,
 			Holders: holders, History: hist, Cmdline: readCmdline})
@@ -263,15 +262,6 @@ func overThreshold(r *diag.CloseWaitReport, n int) error {
 		return te
 	}
 	return nil
-}
-
-func commBytes(c []byte) []byte {
-	for i, b := range c {
-		if b == 0 {
-			return c[:i]
-		}
-	}
-	return c
 }
 
 func readCmdline(pid uint32) ([]byte, error) {

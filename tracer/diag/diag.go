@@ -39,6 +39,16 @@ type Holder struct {
 // walk of all fd tables found them. A socket held by no process is absent.
 type Holders map[uint64][]Holder
 
+// Add records that process pid holds the socket key as fd; comm is the
+// process's name as the kernel has it (NUL padding is dropped, the rest
+// escaped). For a walk such as loader.Tracer.Holders.
+func (h Holders) Add(key uint64, pid uint32, fd int32, comm []byte) {
+	if i := bytes.IndexByte(comm, 0); i >= 0 {
+		comm = comm[:i]
+	}
+	h[key] = append(h[key], Holder{PID: pid, FD: fd, Comm: string(termsafe.Append(nil, comm))})
+}
+
 // Age is how long a socket has been in its state. AtLeast: it entered the
 // state before tracing started, so Ns is a lower bound.
 type Age struct {

@@ -336,3 +336,14 @@ func TestTimeWaitHints(t *testing.T) {
 		})
 	}
 }
+
+func TestHoldersAdd(t *testing.T) {
+	h := Holders{}
+	var comm [16]byte
+	copy(comm[:], "evil\x1b]0;x\x07")
+	h.Add(7, 10, 3, comm[:])
+	h.Add(7, 11, 4, []byte("plain"))
+	if got := h[7]; len(got) != 2 || got[0].Comm != `evil\x1b]0;x\x07` || got[1] != (Holder{PID: 11, FD: 4, Comm: "plain"}) {
+		t.Errorf("holders %+v", got)
+	}
+}

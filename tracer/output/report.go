@@ -151,7 +151,7 @@ func peerList(ps []diag.PeerCount) string {
 // WriteTimeWait prints a TIME_WAIT report for people.
 func WriteTimeWait(w io.Writer, r *diag.TimeWaitReport) error {
 	var b strings.Builder
-	win := time.Duration(r.WindowNs)
+	win := time.Duration(r.WindowNs).Round(100 * time.Millisecond)
 	fmt.Fprintf(&b, "TIME_WAIT now: %d   entered in the last %v: %d (%.1f/s)   closed first by: client %d, server %d",
 		r.Current, win, r.Entered, r.PerSec, r.ClientFirst, r.ServerFirst)
 	if r.UnknownSide > 0 {
@@ -174,7 +174,17 @@ func WriteTimeWait(w io.Writer, r *diag.TimeWaitReport) error {
 			fmt.Fprintf(&b, "  %-45s %d\n", e.Endpoint, e.Count)
 		}
 		b.WriteString("Top local ports (TIME_WAIT now):\n")
+		shown := 0
 		for _, p := range r.TopLocalPorts {
+			// Ephemeral ports appear once each: noise, unless nothing else.
+			if p.Count == 1 && shown > 0 {
+				continue
+			}
+			if p.Count == 1 {
+				b.WriteString("  each port has one TIME_WAIT socket (client side: one ephemeral port per connection)\n")
+				break
+			}
+			shown++
 			l := ""
 			if p.Listener {
 				l = " (listener)"
