@@ -86,8 +86,8 @@ struct event {
 	__u8 _pad[5];
 	char comm[16];     /* owner's comm */
 	char cpu_comm[16]; /* on-CPU task's comm */
-	__u64 bytes_acked;    /* bytes sent and acknowledged so far */
-	__u64 bytes_received; /* bytes received so far */
+	__u64 bytes_sent;     /* data bytes sent so far, each once (no SYN, FIN, retransmits) */
+	__u64 bytes_received; /* data bytes received in order so far (no FIN) */
 };
 
 /* Timewait and request sockets change state without the state tracepoint:
@@ -515,8 +515,11 @@ static __always_inline int handle_transition(const struct sock *sk, int oldstate
 		bpf_get_current_comm(e->cpu_comm, sizeof(e->cpu_comm));
 		__builtin_memset(e->_pad, 0, sizeof(e->_pad));
 		e->sk_err = sk->sk_err;
-		e->bytes_acked = tp->bytes_acked;
-		e->bytes_received = tp->bytes_received;
+		e->bytes_sent = tp->bytes_sent - tp->bytes_retrans;
+		/* bytes_received counts the FIN's sequence number too; tcp_fin()
+		 * marks a received FIN with SOCK_DONE (bit 1 of sk_flags). */
+		__u64 rx = tp->bytes_received, fin = (sk->__sk_common.skc_flags >> 1) & 1;
+		e->bytes_received = rx >= fin ? rx - fin : 0;
 		if (family == AF_INET6) {
 			__builtin_memcpy(e->saddr, sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8, 16);
 			__builtin_memcpy(e->daddr, sk->__sk_common.skc_v6_daddr.in6_u.u6_addr8, 16);

@@ -45,8 +45,9 @@ type Conn struct {
 	// Duration is the time since tcpscope first saw it (a lower bound), or 0.
 	Duration      time.Duration
 	DurationKnown bool
-	// BytesSent (acknowledged by the peer) and BytesReceived, read from the
-	// socket at its transition to CLOSE.
+	// BytesSent and BytesReceived are the data bytes the connection sent
+	// (each once; after an abort some may not have been acknowledged) and
+	// received, read from the socket at its transition to CLOSE.
 	BytesSent, BytesReceived uint64
 	End                      End
 	// LastState is the state the connection left for CLOSE.
@@ -121,7 +122,7 @@ func (l *Life) Observe(e *event.Event, emit func(*Conn)) {
 	}
 	c := Conn{EndMono: e.Mono, Key: key, Owner: e.Owner, OwnerKnown: e.Flags&event.OwnerKnown != 0,
 		Family: e.Family, Local: e.Local, Remote: e.Remote, NetNS: e.NetNS,
-		BytesSent: e.BytesAcked, BytesReceived: e.BytesReceived, LastState: e.Old}
+		BytesSent: e.BytesSent, BytesReceived: e.BytesReceived, LastState: e.Old}
 	if known && start <= e.Mono {
 		c.Duration, c.DurationKnown = time.Duration(e.Mono-start), true
 	}

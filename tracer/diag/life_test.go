@@ -12,7 +12,7 @@ func TestLifeEnds(t *testing.T) {
 	curl := task(200, "curl")
 	tr := func(mono uint64, old, new event.State, err uint8) event.Event {
 		e := owned(cli.ev(event.Transition, mono, old, new), curl, event.OwnerSyscall, 9)
-		e.Err, e.BytesAcked, e.BytesReceived = err, 100, 2000
+		e.Err, e.BytesSent, e.BytesReceived = err, 100, 2000
 		return e
 	}
 	rst := func(mono uint64, k event.Kind) event.Event { return cli.ev(k, mono, 0, event.Established) }

@@ -180,9 +180,10 @@ type Event struct {
 	// ECONNREFUSED, ECONNRESET, ETIMEDOUT, ...), 0 for none. At a
 	// transition to CLOSE it says how the connection ended.
 	Err uint8
-	// BytesAcked and BytesReceived are the bytes the socket had sent (and
-	// had acknowledged) and received in order at the transition.
-	BytesAcked, BytesReceived uint64
+	// BytesSent and BytesReceived are the data bytes the socket had sent
+	// (each once: retransmissions, SYN and FIN not counted) and received
+	// in order, at the transition.
+	BytesSent, BytesReceived uint64
 }
 
 // Size is the length in bytes of one record as the BPF program writes it.
@@ -213,7 +214,7 @@ const (
 	offErr     = 106
 	offComm    = 112
 	offCPUComm = 128
-	offAcked   = 144
+	offSent   = 144
 	offRecvd   = 152
 )
 
@@ -227,7 +228,7 @@ func Layout() map[string]uintptr {
 		"CpuPid": offCPUPID, "CpuTid": offCPUTID, "Saddr": offSaddr, "Daddr": offDaddr,
 		"Sport": offSport, "Dport": offDport, "Family": offFamily, "Oldstate": offOld,
 		"Newstate": offNew, "Flags": offFlags, "OwnerSrc": offSrc, "Comm": offComm, "CpuComm": offCPUComm,
-		"SkErr": offErr, "BytesAcked": offAcked, "BytesReceived": offRecvd,
+		"SkErr": offErr, "BytesSent": offSent, "BytesReceived": offRecvd,
 	}
 }
 
@@ -283,7 +284,7 @@ func Decode(b []byte, e *Event) error {
 	e.Flags = Flags(b[offFlags])
 	e.Source = OwnerSource(b[offSrc])
 	e.Err = b[offErr]
-	e.BytesAcked = le.Uint64(b[offAcked:])
+	e.BytesSent = le.Uint64(b[offSent:])
 	e.BytesReceived = le.Uint64(b[offRecvd:])
 	if e.Flags&OwnerKnown == 0 {
 		e.Owner = Task{}
@@ -318,7 +319,7 @@ func Encode(e *Event, b []byte) []byte {
 	b[offFlags] = byte(e.Flags)
 	b[offSrc] = byte(e.Source)
 	b[offErr] = e.Err
-	le.PutUint64(b[offAcked:], e.BytesAcked)
+	le.PutUint64(b[offSent:], e.BytesSent)
 	le.PutUint64(b[offRecvd:], e.BytesReceived)
 	return b
 }

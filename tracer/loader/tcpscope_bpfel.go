@@ -47,7 +47,7 @@ type tcpscopeEvent struct {
 	Pad           [5]uint8
 	Comm          [16]int8
 	CpuComm       [16]int8
-	BytesAcked    uint64
+	BytesSent     uint64
 	BytesReceived uint64
 }
 
