@@ -349,11 +349,14 @@ func runTimeWait(ctx context.Context, f timeWaitFlags, stdout, stderr io.Writer)
 		now, window := ktime.Now(), f.interval
 		if first {
 			window = max(window, time.Duration(now-begin))
-			tw.SetKeep(f.interval + time.Second)
-			first = false
 		}
 		rep := tw.Report(lt.tab, diag.TimeWaitOptions{Now: now, Window: window, NetNS: lt.netns,
 			PortRange: portRange, WarnFraction: f.warn})
+		if first {
+			// From now on each report looks back one interval.
+			tw.SetKeep(f.interval + time.Second)
+			first = false
+		}
 		if f.json {
 			err = output.WriteJSON(stdout, rep)
 		} else {

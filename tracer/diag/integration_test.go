@@ -511,8 +511,8 @@ func TestRootTimeWaitSides(t *testing.T) {
 		t.Errorf("TIME_WAIT now: tcpscope %d, ss %d, want %d", r.Current, got, clientFirst+serverFirst)
 	}
 	if r.Entered != clientFirst+serverFirst || r.ClientFirst != clientFirst || r.ServerFirst != serverFirst || r.UnknownSide != 0 {
-		t.Errorf("entered %d, client first %d, server first %d, unknown %d; want %d, %d, %d, 0",
-			r.Entered, r.ClientFirst, r.ServerFirst, r.UnknownSide, clientFirst+serverFirst, clientFirst, serverFirst)
+		t.Errorf("entered %d, client first %d, server first %d, unknown %d; want %d, %d, %d, 0; stderr: %s",
+			r.Entered, r.ClientFirst, r.ServerFirst, r.UnknownSide, clientFirst+serverFirst, clientFirst, serverFirst, tw.stderr)
 	}
 	want := []diag.Closer{
 		{PID: uint32(cl.Pid()), Comm: "twcli", Side: diag.Client, Count: clientFirst},

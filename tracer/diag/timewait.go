@@ -104,13 +104,13 @@ func (t *TimeWaitTracker) OnChange(old, new *table.Entry, ev *event.Event) {
 		}
 	}
 	t.entries = append(t.entries, e)
-	t.prune(ev.Mono)
+	t.prune(ev.Mono, t.keep)
 }
 
 // prune drops entries older than keep. Lock held.
-func (t *TimeWaitTracker) prune(now uint64) {
+func (t *TimeWaitTracker) prune(now uint64, keep time.Duration) {
 	i := 0
-	for i < len(t.entries) && now > t.entries[i].mono && now-t.entries[i].mono > uint64(t.keep) {
+	for i < len(t.entries) && now > t.entries[i].mono && now-t.entries[i].mono > uint64(keep) {
 		i++
 	}
 	if i > 0 {
@@ -267,7 +267,7 @@ func (t *TimeWaitTracker) Report(tab *table.Table, opts TimeWaitOptions) *TimeWa
 	}
 	entryDest := map[netip.AddrPort]int{}
 	t.mu.Lock()
-	t.prune(opts.Now)
+	t.prune(opts.Now, max(t.keep, opts.Window))
 	for i := range t.entries {
 		e := &t.entries[i]
 		if e.mono < from || e.mono > opts.Now || (opts.NetNS != 0 && e.netns != opts.NetNS) {
