@@ -351,7 +351,7 @@ func runTimeWait(ctx context.Context, f timeWaitFlags, stdout, stderr io.Writer)
 			window = max(window, time.Duration(now-begin))
 		}
 		rep := tw.Report(lt.tab, diag.TimeWaitOptions{Now: now, Window: window, NetNS: lt.netns,
-			PortRange: portRange, WarnFraction: f.warn})
+			PortRange: portRange, WarnFraction: f.warn, TwReuse: twReuse()})
 		if first {
 			// From now on each report looks back one interval.
 			tw.SetKeep(f.interval + time.Second)
@@ -372,6 +372,19 @@ func runTimeWait(ctx context.Context, f timeWaitFlags, stdout, stderr io.Writer)
 			return outputError(err)
 		}
 	}
+}
+
+// twReuse reads net.ipv4.tcp_tw_reuse of our namespace, -1 when unknown.
+func twReuse() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/tcp_tw_reuse")
+	if err != nil {
+		return -1
+	}
+	v, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return -1
+	}
+	return v
 }
 
 // localPortRange reads net.ipv4.ip_local_port_range of our namespace.

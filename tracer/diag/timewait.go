@@ -130,6 +130,9 @@ type TimeWaitOptions struct {
 	// raises a warning (default 0.5).
 	WarnFraction float64
 	Top          int // entries of each top list (default 10)
+	// TwReuse is net.ipv4.tcp_tw_reuse (0 off, 1 on, 2 loopback only), for
+	// the hints; -1 or any other value: not known.
+	TwReuse int
 }
 
 // TimeWaitReport answers "who is churning?".
@@ -378,10 +381,17 @@ func lifetimeStats(ls []int64, unknown int) Lifetimes {
 func timeWaitHints(rep *TimeWaitReport, entryDest map[netip.AddrPort]int, opts TimeWaitOptions) []string {
 	hints := []string{}
 	for _, d := range rep.Destinations {
-		if d.Warning {
-			hints = append(hints, fmt.Sprintf("%s -> %s: %d of %d ephemeral ports (%.0f%%) sit in TIME_WAIT; new connections to it will soon fail with EADDRNOTAVAIL: reuse connections (keep-alive, pooling), widen net.ipv4.ip_local_port_range, or set net.ipv4.tcp_tw_reuse=1",
-				d.Local, d.Remote, d.TimeWait, int(opts.PortRange[1])-int(opts.PortRange[0])+1, 100*d.Fraction))
+		if !d.Warning {
+			continue
 		}
+		msg := fmt.Sprintf("%s -> %s: %d of %d ephemeral ports (%.0f%%) sit in TIME_WAIT; ",
+			d.Local, d.Remote, d.TimeWait, int(opts.PortRange[1])-int(opts.PortRange[0])+1, 100*d.Fraction)
+		if opts.TwReuse == 1 || (opts.TwReuse == 2 && d.Remote.Addr().IsLoopback()) {
+			msg += "net.ipv4.tcp_tw_reuse lets new connections take over TIME_WAIT ports, but with the range in use connect() fails with EADDRNOTAVAIL: reuse connections (keep-alive, pooling) or widen net.ipv4.ip_local_port_range"
+		} else {
+			msg += "new connections to it will fail with EADDRNOTAVAIL once they are all taken: reuse connections (keep-alive, pooling), widen net.ipv4.ip_local_port_range, or set net.ipv4.tcp_tw_reuse=1"
+		}
+		hints = append(hints, msg)
 	}
 	if rep.Entered < 10 {
 		return hints
