@@ -214,7 +214,7 @@ const (
 	offErr     = 106
 	offComm    = 112
 	offCPUComm = 128
-	offSent   = 144
+	offSent    = 144
 	offRecvd   = 152
 )
 

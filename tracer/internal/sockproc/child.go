@@ -269,7 +269,8 @@ func (s *child) do(args []string) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		dup, err := unix.Dup(fd)
+		// Close-on-exec: only the copy handed over as fd 3 may reach the child.
+		dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
 		if err != nil {
 			return "", fmt.Errorf("dup: %w", err)
 		}
