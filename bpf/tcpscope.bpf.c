@@ -913,8 +913,10 @@ static __always_inline int emit_reset(const struct sock *sk, __u8 kind)
 	return 0;
 }
 
+/* Only the first argument is read: the tracepoint gained arguments over
+ * kernel versions (skb in 4.x, the reason in 6.10). */
 SEC("tp_btf/tcp_send_reset")
-int BPF_PROG(on_send_reset, const struct sock *sk, const struct sk_buff *skb, int reason)
+int BPF_PROG(on_send_reset, const struct sock *sk)
 {
 	return emit_reset(sk, TK_RESET_SENT);
 }
