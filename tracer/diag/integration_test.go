@@ -202,14 +202,20 @@ func (c *cli) waitAttached(t *testing.T) {
 // next returns the next stdout line.
 func (c *cli) next(t *testing.T) string {
 	t.Helper()
+	return c.nextWithin(t, settle)
+}
+
+// nextWithin returns the next stdout line, waiting at most d.
+func (c *cli) nextWithin(t *testing.T, d time.Duration) string {
+	t.Helper()
 	select {
 	case l, ok := <-c.lines:
 		if !ok {
 			t.Fatalf("tcpscope ended; stderr: %s", c.stderr)
 		}
 		return l
-	case <-time.After(settle):
-		t.Fatalf("no output within %v; stderr: %s", settle, c.stderr)
+	case <-time.After(d):
+		t.Fatalf("no output within %v; stderr: %s", d, c.stderr)
 	}
 	return ""
 }
@@ -504,7 +510,9 @@ func TestRootTimeWaitSides(t *testing.T) {
 		}
 		do(t, second, "close", ss.ID)
 	}
-	line := tw.next(t)
+	// The report comes after the interval plus the time to seed the table
+	// (a walk of every namespace on the host).
+	line := tw.nextWithin(t, 6*time.Second+3*settle)
 	var r diag.TimeWaitReport
 	check(t, json.Unmarshal([]byte(line), &r))
 	if got := ssCount(t, ns, "time-wait"); r.Current != got || got != clientFirst+serverFirst {
