@@ -298,11 +298,17 @@ func closeWaitReport(t *testing.T, line string) *diag.CloseWaitReport {
 // when the clients close. closewait must name exactly the server, with the
 // count and the ages the test produced, and never the client.
 func TestRootCloseWaitLeakingServer(t *testing.T) {
+	for _, addr := range []string{"127.0.0.1:0", "[::1]:0"} {
+		t.Run(addr, func(t *testing.T) { closeWaitLeak(t, netip.MustParseAddrPort(addr)) })
+	}
+}
+
+func closeWaitLeak(t *testing.T, at netip.AddrPort) {
 	requireRoot(t)
 	ns, _ := newNetNS(t)
 	srv := startProc(t, ns, "cwleak")
 	cl := startProc(t, ns, "cwclient")
-	l := must[sockproc.Sock](t)(srv.Listen(lo))
+	l := must[sockproc.Sock](t)(srv.Listen(at))
 	const n = 5
 	var conns []sockproc.Sock
 	for i := 0; i < n; i++ {
@@ -341,10 +347,10 @@ func TestRootCloseWaitLeakingServer(t *testing.T) {
 	// Ages: each socket entered CLOSE_WAIT between closeStart and closeEnd
 	// (plus the loopback FIN's flight, well under a millisecond).
 	const slack = int64(2 * time.Millisecond)
-	lo, hi := int64(r.Mono-closeEnd)-slack, int64(r.Mono-closeStart)+slack
+	minAge, maxAge := int64(r.Mono-closeEnd)-slack, int64(r.Mono-closeStart)+slack
 	for _, a := range []diag.Age{p.Oldest, p.Median} {
-		if a.AtLeast || a.Ns < lo || a.Ns > hi {
-			t.Errorf("age %v (at least: %v), want exact, in [%v, %v]", time.Duration(a.Ns), a.AtLeast, time.Duration(lo), time.Duration(hi))
+		if a.AtLeast || a.Ns < minAge || a.Ns > maxAge {
+			t.Errorf("age %v (at least: %v), want exact, in [%v, %v]", time.Duration(a.Ns), a.AtLeast, time.Duration(minAge), time.Duration(maxAge))
 		}
 	}
 	if len(p.FDs) != n || len(p.LocalPorts) != 1 || p.LocalPorts[0].Port != l.Local.Port() || !p.LocalPorts[0].Listener {
