@@ -139,6 +139,7 @@ type cli struct {
 	lines  chan string
 	stderr *bytes.Buffer
 	done   chan struct{}
+	last   string // for messages
 }
 
 // startCLI runs tcpscope (inside ns when ns is not empty) until the test
@@ -664,5 +665,43 @@ func TestRootLifeReportsWhatWasSent(t *testing.T) {
 				t.Errorf("%s: duration %v ms, want between %v and %.3f", w.key, ll.MS, hold, maxMS)
 			}
 		}
+	}
+}
+
+// A connection whose peer vanishes (its link goes down) ends by timeout:
+// TCP_USER_TIMEOUT gives up on unacknowledged data with ETIMEDOUT.
+func TestRootLifeTimeout(t *testing.T) {
+	requireRoot(t)
+	prefix := fmt.Sprintf("dgt%d", os.Getpid()%100000)
+	pair, err := sockproc.NewVethPair(prefix, netip.MustParseAddr("10.231.77.0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := pair.Delete(); err != nil {
+			t.Error(err)
+		}
+	})
+	var st syscall.Stat_t
+	check(t, syscall.Stat("/run/netns/"+pair.A, &st))
+	srv := startProc(t, pair.B, "tosrv")
+	cl := startProc(t, pair.A, "tocli")
+	l := must[sockproc.Sock](t)(srv.Listen(netip.AddrPortFrom(pair.AddrB, 0)))
+	c := must[sockproc.Sock](t)(cl.Connect(l.Local))
+	must[sockproc.Sock](t)(srv.Accept(l))
+
+	life := startCLI(t, "", "life", "--json", "--netns", fmt.Sprint(st.Ino))
+	life.waitAttached(t)
+	do(t, cl, "usertimeout", c.ID, 300)
+	if out, err := exec.Command("ip", "-n", pair.B, "link", "set", prefix+"b", "down").CombinedOutput(); err != nil {
+		t.Fatalf("link down: %v: %s", err, out)
+	}
+	check(t, cl.Send(c, 1000))
+	var ll lifeLine
+	check(t, json.Unmarshal([]byte(life.next(t)), &ll))
+	// Sent once (retransmissions are not counted), never acknowledged; the
+	// connection predates the tracer, so its duration is unknown.
+	if ll.End != "timeout" || ll.PID == nil || *ll.PID != uint32(cl.Pid()) || ll.Lport != c.Local.Port() || ll.TX != 1000 || ll.MS != nil {
+		t.Errorf("got %s, want tocli[%d]'s connection from %v ended by timeout, 1000 bytes sent, no duration", life.last, cl.Pid(), c.Local)
 	}
 }

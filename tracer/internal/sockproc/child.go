@@ -32,6 +32,8 @@
 //	                        socket at PATH (SCM_RIGHTS); keep our copy
 //	recvfd               -> ok ID         accept one connection on the unix
 //	                        listener and take the socket passed over it
+//	usertimeout ID MS    -> ok            TCP_USER_TIMEOUT: give up after MS
+//	                        milliseconds of unacknowledged data
 //	send ID N            -> ok N          write N bytes
 //	recv ID N            -> ok N          read exactly N bytes
 //	child PID COMMAND... -> the reply of COMMAND run by child PID
@@ -302,6 +304,19 @@ func (s *child) do(args []string) (string, error) {
 			return "", err
 		}
 		return strconv.Itoa(s.add(fd)), nil
+	case "usertimeout":
+		if err := need(args, 2); err != nil {
+			return "", err
+		}
+		_, fd, err := s.fd(args[1])
+		if err != nil {
+			return "", err
+		}
+		ms, err := strconv.Atoi(args[2])
+		if err != nil || ms <= 0 {
+			return "", fmt.Errorf("usertimeout: bad milliseconds %q", args[2])
+		}
+		return "", unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, ms)
 	case "send", "recv":
 		if err := need(args, 2); err != nil {
 			return "", err
