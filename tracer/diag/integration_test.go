@@ -576,6 +576,9 @@ func TestRootLifeReportsWhatWasSent(t *testing.T) {
 
 	life := startCLI(t, "", "life", "--json", "--netns", fmt.Sprint(ino))
 	life.waitAttached(t)
+	// trace's filters: only the server's ends.
+	srvOnly := startCLI(t, "", "life", "--json", "--comm", "lfsrv", "--netns", fmt.Sprint(ino))
+	srvOnly.waitAttached(t)
 
 	// A normal connection: 100000 bytes up, 3000 down, held open 200 ms.
 	const up, down, hold = 100000, 3000, 200 * time.Millisecond
@@ -664,6 +667,22 @@ func TestRootLifeReportsWhatWasSent(t *testing.T) {
 			if ll.MS == nil || *ll.MS < float64(hold)/1e6 || *ll.MS > maxMS {
 				t.Errorf("%s: duration %v ms, want between %v and %.3f", w.key, ll.MS, hold, maxMS)
 			}
+		}
+	}
+	// The server's two ends, and nothing of the client's (whose normal end
+	// comes first).
+	checkOnly(t, srvOnly, "lfsrv", 2)
+}
+
+// checkOnly reads n lines of a filtered life and checks each is comm's.
+func checkOnly(t *testing.T, c *cli, comm string, n int) {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		var ll lifeLine
+		line := c.next(t)
+		check(t, json.Unmarshal([]byte(line), &ll))
+		if ll.Comm == nil || *ll.Comm != comm {
+			t.Errorf("life --comm %s printed %s", comm, line)
 		}
 	}
 }
