@@ -64,6 +64,7 @@ struct sock_common {
 	unsigned short skc_family;
 	volatile unsigned char skc_state;
 	union {
+		unsigned long skc_flags;   /* full sockets: sock_flag() bits (SOCK_DONE) */
 		struct sock *skc_listener; /* request sockets: their listener */
 	};
 	possible_net_t skc_net;
@@ -110,6 +111,7 @@ struct sock {
 	struct socket *sk_socket;
 	struct timer_list sk_timer; /* keepalive (and orphan FIN_WAIT2) timer */
 	kuid_t sk_uid;
+	int sk_err; /* the error a reset or timeout left: read at CLOSE */
 	u16 sk_protocol;
 	u16 sk_type;
 	u32 sk_ack_backlog;
@@ -136,6 +138,9 @@ struct tcp_sock {
 	u32 write_seq;
 	u32 rcv_nxt;
 	u32 snd_una;
+	u64 bytes_received; /* sequence space received in order: data, and a FIN */
+	u64 bytes_sent;     /* data bytes sent, retransmissions included */
+	u64 bytes_retrans;  /* data bytes retransmitted */
 };
 
 /* Replaces a full socket in TIME_WAIT (or an orphan's FIN_WAIT2). */

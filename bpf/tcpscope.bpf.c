@@ -83,9 +83,12 @@ struct event {
 	__u8 newstate;
 	__u8 flags;
 	__u8 owner_src;
-	__u8 _pad[6];
+	__u8 sk_err; /* the socket's pending error (ECONNREFUSED, ETIMEDOUT, ...) */
+	__u8 _pad[5];
 	char comm[16];     /* owner's comm */
 	char cpu_comm[16]; /* on-CPU task's comm */
+	__u64 bytes_sent;     /* data bytes sent so far, each once (no SYN, FIN, retransmits) */
+	__u64 bytes_received; /* data bytes received in order so far (no FIN) */
 };
 
 /* Timewait and request sockets change state without the state tracepoint:
@@ -98,6 +101,11 @@ enum timer_kind {
 	TK_TIMEWAIT_STOP = 2,
 	TK_REQUEST_START = 3,
 	TK_REQUEST_STOP = 4,
+	/* Not timers: a full socket sent or received a reset. The same record
+	 * (tcp:tcp_send_reset, tcp:tcp_receive_reset), attached only when asked
+	 * for (tcpscope life), so that a connection's end can be told apart. */
+	TK_RESET_SENT = 5,
+	TK_RESET_RECV = 6,
 };
 
 struct timer_event {
@@ -113,7 +121,7 @@ struct timer_event {
 	__u16 dport;
 	__u16 family;
 	__u8 kind;  /* enum timer_kind */
-	__u8 state; /* timewait: TIME_WAIT or FIN_WAIT2; request: SYN_RECV */
+	__u8 state; /* timewait: TIME_WAIT or FIN_WAIT2; request: SYN_RECV; reset: the socket's */
 };
 
 /* One socket as iter/tcp finds it, with what /proc/net/tcp would print for
@@ -272,6 +280,7 @@ struct {
 struct event *unused_event __attribute__((unused));
 struct timer_event *unused_timer_event __attribute__((unused));
 struct sock_rec *unused_sock_rec __attribute__((unused));
+struct holder_rec *unused_holder_rec __attribute__((unused));
 enum stat_index *unused_stat_index __attribute__((unused));
 
 /* Kernel-side filters for `trace`, set at load time. 0 means "any". */
@@ -521,6 +530,12 @@ static __always_inline int handle_transition(const struct sock *sk, int oldstate
 		__builtin_memcpy(e->comm, info->comm, sizeof(e->comm));
 		bpf_get_current_comm(e->cpu_comm, sizeof(e->cpu_comm));
 		__builtin_memset(e->_pad, 0, sizeof(e->_pad));
+		e->sk_err = sk->sk_err;
+		e->bytes_sent = tp->bytes_sent - tp->bytes_retrans;
+		/* bytes_received counts the FIN's sequence number too; tcp_fin()
+		 * marks a received FIN with SOCK_DONE (bit 1 of sk_flags). */
+		__u64 rx = tp->bytes_received, fin = (sk->__sk_common.skc_flags >> 1) & 1;
+		e->bytes_received = rx >= fin ? rx - fin : 0;
 		if (family == AF_INET6) {
 			__builtin_memcpy(e->saddr, sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8, 16);
 			__builtin_memcpy(e->daddr, sk->__sk_common.skc_v6_daddr.in6_u.u6_addr8, 16);
@@ -899,6 +914,106 @@ int dump_tcp(struct bpf_iter__tcp *ctx)
 			return 0;
 		fill_full(&r, tp);
 	}
+	bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
+	return 0;
+}
+
+/* A reset sent or received by a full socket (tcpscope life). A reset sent in
+ * reply to a segment for no socket, or by a timewait, request or listening
+ * socket, ends no connection of ours and is skipped. */
+static __always_inline int emit_reset(const struct sock *sk, __u8 kind)
+{
+	if (!sk || sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
+	if (!tp)
+		return 0;
+	__u8 state = sk->__sk_common.skc_state;
+	if (state == TCP_LISTEN)
+		return 0;
+	struct timer_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		stat_inc(STAT_RINGBUF_DROPS);
+		return 0;
+	}
+	e->ts_ns = bpf_ktime_get_ns();
+	e->skaddr = (__u64)sk;
+	e->cookie = bpf_get_socket_cookie((void *)sk);
+	e->expires_ns = 0;
+	e->netns = sock_netns(sk);
+	e->uid = sk->sk_uid.val;
+	e->kind = kind;
+	e->state = state;
+	read_tuple(&sk->__sk_common, e->saddr, e->daddr, &e->family, &e->dport);
+	e->sport = bpf_ntohs(tp->inet_conn.icsk_inet.inet_sport);
+	submit(e);
+	return 0;
+}
+
+/* Only the first argument is read: the tracepoint gained arguments over
+ * kernel versions (skb in 4.x, the reason in 6.10). */
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(on_send_reset, const struct sock *sk)
+{
+	return emit_reset(sk, TK_RESET_SENT);
+}
+
+SEC("tp_btf/tcp_receive_reset")
+int BPF_PROG(on_receive_reset, struct sock *sk)
+{
+	return emit_reset(sk, TK_RESET_RECV);
+}
+
+/* Every process holding a TCP socket in one of the states of holder_states
+ * (bit 1 << state), one record per (process, fd): the fd tables are the
+ * truth about who holds a socket now, including sockets shared after fork()
+ * or passed over a unix socket, which socket storage (one owner) cannot
+ * tell. Walked on demand (tcpscope closewait). */
+struct holder_rec {
+	__u64 cookie;
+	__u64 skaddr;
+	__u32 pid;
+	__s32 fd;
+	__u8 state;
+	__u8 _pad[7];
+	char comm[16];
+};
+
+/* key 0: the state mask the holders walk reports. Set by the loader. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} holder_states SEC(".maps");
+
+SEC("iter/task_file")
+int find_holders(struct bpf_iter__task_file *ctx)
+{
+	struct task_struct *task = ctx->task;
+	struct file *file = ctx->file;
+	__u32 zero = 0;
+
+	if (!task || !file)
+		return 0;
+	struct socket *sock = bpf_sock_from_file(file);
+	if (!sock)
+		return 0;
+	struct sock *sk = sock->sk;
+	if (!sk || sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	__u8 state = sk->__sk_common.skc_state;
+	__u32 *mask = bpf_map_lookup_elem(&holder_states, &zero);
+	if (!mask || !(*mask & (1u << (state & 31))))
+		return 0;
+	struct holder_rec r = {
+		.cookie = bpf_get_socket_cookie(sk),
+		.skaddr = (__u64)sk,
+		.pid = task->tgid,
+		.fd = ctx->fd,
+		.state = state,
+	};
+	__builtin_memcpy(r.comm, task->group_leader->comm, sizeof(r.comm));
 	bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
 	return 0;
 }

@@ -19,6 +19,7 @@ const (
 	exitUsage       = 2 // bad flags or arguments
 	exitPrivileges  = 3 // missing capabilities
 	exitUnsupported = 4 // kernel lacks BTF, the tracepoint, or ring buffers
+	exitThreshold   = 5 // closewait --threshold: a process holds more CLOSE_WAIT sockets
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -42,6 +43,12 @@ func run(args []string) int {
 	cmd, err := root.ExecuteC()
 	if err == nil {
 		return exitOK
+	}
+	var te thresholdError
+	if errors.As(err, &te) {
+		// The report said it all; one line for logs and cron mail.
+		fmt.Fprintf(os.Stderr, "tcpscope: %v\n", err)
+		return exitThreshold
 	}
 	fmt.Fprintf(os.Stderr, "tcpscope: %v\n", err)
 	var ue usageError
@@ -88,6 +95,6 @@ each socket and how long it spent in its previous state.`,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.CompletionOptions.DisableDefaultCmd = true
-	root.AddCommand(newTraceCommand(), newNetstatCommand(), newTopCommand())
+	root.AddCommand(newTraceCommand(), newNetstatCommand(), newCloseWaitCommand(), newTimeWaitCommand(), newLifeCommand(), newTopCommand())
 	return root
 }

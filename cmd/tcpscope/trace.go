@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
 	"github.com/tcpscope/tcpscope/tracer/event"
@@ -49,16 +50,26 @@ piping into grep or jq works live. Lost events are reported on stderr.`,
 			return runTrace(cmd.Context(), f, os.Stdout, os.Stderr)
 		},
 	}
-	fl := cmd.Flags()
+	f.register(cmd.Flags(), true)
+	return cmd
+}
+
+// register adds the flags of trace to fl; life shares them but for the
+// transition-only ones (--state, -w).
+func (f *traceFlags) register(fl *pflag.FlagSet, transitions bool) {
 	fl.BoolVar(&f.json, "json", false, "print one JSON object per line")
-	fl.BoolVarP(&f.wide, "wide", "w", false, "add thread id, on-CPU task, network namespace and socket cookie")
+	if transitions {
+		fl.BoolVarP(&f.wide, "wide", "w", false, "add thread id, on-CPU task, network namespace and socket cookie")
+	}
 	fl.BoolVar(&f.noHeader, "no-header", false, "omit the header line")
 	fl.Uint32Var(&f.pid, "pid", 0, "only sockets owned by this process id")
 	fl.StringVar(&f.comm, "comm", "", "only sockets owned by processes with this exact name")
 	fl.Uint16Var(&f.port, "port", 0, "only this local or remote port")
 	fl.StringVar(&f.laddr, "laddr", "", "only this local address or prefix (e.g. 10.0.0.0/8)")
 	fl.StringVar(&f.raddr, "raddr", "", "only this remote address or prefix")
-	fl.StringSliceVar(&f.states, "state", nil, "only transitions from or to these states (repeatable, comma-separated; TIME_WAIT or time-wait)")
+	if transitions {
+		fl.StringSliceVar(&f.states, "state", nil, "only transitions from or to these states (repeatable, comma-separated; TIME_WAIT or time-wait)")
+	}
 	fl.BoolVarP(&f.ipv4, "ipv4", "4", false, "only IPv4 sockets")
 	fl.BoolVarP(&f.ipv6, "ipv6", "6", false, "only IPv6 sockets")
 	fl.Uint32Var(&f.netns, "netns", 0, "only this network namespace (inode, as in /proc/PID/ns/net)")
@@ -66,7 +77,6 @@ piping into grep or jq works live. Lost events are reported on stderr.`,
 	fl.StringVar(&f.btf, "btf", "", "kernel BTF file to use instead of /sys/kernel/btf/vmlinux")
 	fl.BoolVarP(&f.quiet, "quiet", "q", false, "no summary on stderr at exit")
 	fl.SortFlags = false
-	return cmd
 }
 
 func (f *traceFlags) spec() (filter.Spec, error) {

@@ -31,7 +31,7 @@ func FuzzDecode(f *testing.F) {
 			if err != nil {
 				return
 			}
-			if e.Kind < TimewaitStart || e.Kind > RequestStop || !e.New.Valid() || (e.Family != IPv4 && e.Family != IPv6) {
+			if e.Kind < TimewaitStart || e.Kind > ResetReceived || !e.New.Valid() || (e.Family != IPv4 && e.Family != IPv6) {
 				t.Fatalf("accepted an invalid timer record: %+v", e)
 			}
 			var again Event
@@ -81,7 +81,7 @@ func FuzzDecode(f *testing.F) {
 			clear(want[offSaddr+4 : offSaddr+16])
 			clear(want[offDaddr+4 : offDaddr+16])
 		}
-		for _, pad := range [][2]int{{offFamily + 2, offOld}, {offSrc + 1, offComm}} {
+		for _, pad := range [][2]int{{offFamily + 2, offOld}, {offErr + 1, offComm}} {
 			clear(want[pad[0]:pad[1]])
 		}
 		if !bytes.Equal(enc, want) {

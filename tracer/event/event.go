@@ -115,6 +115,15 @@ const (
 	// completed (a full socket takes over), it was dropped, or it is being
 	// re-armed.
 	RequestStop Kind = 4
+	// ResetSent: the full socket sent a reset (an abortive close: SO_LINGER
+	// 0, close() with unread data, or a reply to a bad segment). Only with
+	// loader.Config.Resets. It may come just after the socket's transition
+	// to CLOSE (the kernel closes, then sends the reset). New is the state
+	// the socket was in.
+	ResetSent Kind = 5
+	// ResetReceived: the full socket received a reset; its transition to
+	// CLOSE follows. Only with loader.Config.Resets.
+	ResetReceived Kind = 6
 )
 
 func (k Kind) String() string {
@@ -129,6 +138,10 @@ func (k Kind) String() string {
 		return "request-start"
 	case RequestStop:
 		return "request-stop"
+	case ResetSent:
+		return "reset-sent"
+	case ResetReceived:
+		return "reset-received"
 	}
 	return "unknown"
 }
@@ -163,10 +176,18 @@ type Event struct {
 	New    State
 	Flags  Flags
 	Source OwnerSource
+	// Err is the socket's pending error at the transition (a Linux errno:
+	// ECONNREFUSED, ECONNRESET, ETIMEDOUT, ...), 0 for none. At a
+	// transition to CLOSE it says how the connection ended.
+	Err uint8
+	// BytesSent and BytesReceived are the data bytes the socket had sent
+	// (each once: retransmissions, SYN and FIN not counted) and received
+	// in order, at the transition.
+	BytesSent, BytesReceived uint64
 }
 
 // Size is the length in bytes of one record as the BPF program writes it.
-const Size = 144
+const Size = 160
 
 // Offsets of the record's fields (struct event in bpf/tcpscope.bpf.c).
 const (
@@ -190,8 +211,11 @@ const (
 	offNew     = 103
 	offFlags   = 104
 	offSrc     = 105
+	offErr     = 106
 	offComm    = 112
 	offCPUComm = 128
+	offSent    = 144
+	offRecvd   = 152
 )
 
 // Layout returns the byte offset of each field of the kernel record, named
@@ -204,6 +228,7 @@ func Layout() map[string]uintptr {
 		"CpuPid": offCPUPID, "CpuTid": offCPUTID, "Saddr": offSaddr, "Daddr": offDaddr,
 		"Sport": offSport, "Dport": offDport, "Family": offFamily, "Oldstate": offOld,
 		"Newstate": offNew, "Flags": offFlags, "OwnerSrc": offSrc, "Comm": offComm, "CpuComm": offCPUComm,
+		"SkErr": offErr, "BytesSent": offSent, "BytesReceived": offRecvd,
 	}
 }
 
@@ -258,6 +283,9 @@ func Decode(b []byte, e *Event) error {
 	}
 	e.Flags = Flags(b[offFlags])
 	e.Source = OwnerSource(b[offSrc])
+	e.Err = b[offErr]
+	e.BytesSent = le.Uint64(b[offSent:])
+	e.BytesReceived = le.Uint64(b[offRecvd:])
 	if e.Flags&OwnerKnown == 0 {
 		e.Owner = Task{}
 	}
@@ -290,6 +318,9 @@ func Encode(e *Event, b []byte) []byte {
 	b[offNew] = byte(e.New)
 	b[offFlags] = byte(e.Flags)
 	b[offSrc] = byte(e.Source)
+	b[offErr] = e.Err
+	le.PutUint64(b[offSent:], e.BytesSent)
+	le.PutUint64(b[offRecvd:], e.BytesReceived)
 	return b
 }
 
@@ -350,7 +381,7 @@ func decodeTimer(b []byte, e *Event) error {
 		return fmt.Errorf("timer record: %w", err)
 	}
 	e.Kind = Kind(b[toffKind])
-	if e.Kind < TimewaitStart || e.Kind > RequestStop {
+	if e.Kind < TimewaitStart || e.Kind > ResetReceived {
 		return fmt.Errorf("timer record: unknown kind %d", b[toffKind])
 	}
 	e.New = State(b[toffState])

@@ -43,3 +43,9 @@ func TestTimerAndSocketLayoutsMatchBPF(t *testing.T) {
 	checkLayout(t, "timer_event", reflect.TypeOf(tcpscopeTimerEvent{}), event.TimerSize, event.TimerLayout())
 	checkLayout(t, "sock_rec", reflect.TypeOf(tcpscopeSockRec{}), event.SocketSize, event.SocketLayout())
 }
+
+func TestHolderLayoutMatchesBPF(t *testing.T) {
+	if s := reflect.TypeOf(tcpscopeHolderRec{}).Size(); s != holderRecSize {
+		t.Fatalf("struct holder_rec is %d bytes in the BPF object, the reader expects %d", s, holderRecSize)
+	}
+}

@@ -22,30 +22,44 @@ type tcpscopeClaims struct {
 }
 
 type tcpscopeEvent struct {
-	_        structs.HostLayout
-	TsNs     uint64
-	Cookie   uint64
-	Skaddr   uint64
-	PrevNs   uint64
-	Inode    uint64
-	Netns    uint32
-	Uid      uint32
-	Pid      uint32
-	Tid      uint32
-	CpuPid   uint32
-	CpuTid   uint32
-	Saddr    [16]uint8
-	Daddr    [16]uint8
-	Sport    uint16
-	Dport    uint16
-	Family   uint16
-	Oldstate uint8
-	Newstate uint8
-	Flags    uint8
-	OwnerSrc uint8
-	Pad      [6]uint8
-	Comm     [16]int8
-	CpuComm  [16]int8
+	_             structs.HostLayout
+	TsNs          uint64
+	Cookie        uint64
+	Skaddr        uint64
+	PrevNs        uint64
+	Inode         uint64
+	Netns         uint32
+	Uid           uint32
+	Pid           uint32
+	Tid           uint32
+	CpuPid        uint32
+	CpuTid        uint32
+	Saddr         [16]uint8
+	Daddr         [16]uint8
+	Sport         uint16
+	Dport         uint16
+	Family        uint16
+	Oldstate      uint8
+	Newstate      uint8
+	Flags         uint8
+	OwnerSrc      uint8
+	SkErr         uint8
+	Pad           [5]uint8
+	Comm          [16]int8
+	CpuComm       [16]int8
+	BytesSent     uint64
+	BytesReceived uint64
+}
+
+type tcpscopeHolderRec struct {
+	_      structs.HostLayout
+	Cookie uint64
+	Skaddr uint64
+	Pid    uint32
+	Fd     int32
+	State  uint8
+	Pad    [7]uint8
+	Comm   [16]int8
 }
 
 type tcpscopeListenerKey struct {
@@ -140,14 +154,18 @@ const (
 	tcpscopeMapAccepted             = "accepted"
 	tcpscopeMapClaims               = "claims"
 	tcpscopeMapEvents               = "events"
+	tcpscopeMapHolderStates         = "holder_states"
 	tcpscopeMapListeners            = "listeners"
 	tcpscopeMapReaderState          = "reader_state"
 	tcpscopeMapSocks                = "socks"
 	tcpscopeMapStats                = "stats"
 	tcpscopeProgDumpTcp             = "dump_tcp"
+	tcpscopeProgFindHolders         = "find_holders"
 	tcpscopeProgOnAccept4Exit       = "on_accept4_exit"
 	tcpscopeProgOnAcceptExitLegacy  = "on_accept_exit_legacy"
 	tcpscopeProgOnKfreeSkb          = "on_kfree_skb"
+	tcpscopeProgOnReceiveReset      = "on_receive_reset"
+	tcpscopeProgOnSendReset         = "on_send_reset"
 	tcpscopeProgOnStateChange       = "on_state_change"
 	tcpscopeProgOnStateChangeNested = "on_state_change_nested"
 	tcpscopeProgOnTimerCancel       = "on_timer_cancel"
@@ -162,6 +180,7 @@ const (
 	tcpscopeVarReqTimerFn           = "req_timer_fn"
 	tcpscopeVarTwTimerFn            = "tw_timer_fn"
 	tcpscopeVarUnusedEvent          = "unused_event"
+	tcpscopeVarUnusedHolderRec      = "unused_holder_rec"
 	tcpscopeVarUnusedSockRec        = "unused_sock_rec"
 	tcpscopeVarUnusedStatIndex      = "unused_stat_index"
 	tcpscopeVarUnusedTimerEvent     = "unused_timer_event"
@@ -211,9 +230,12 @@ type tcpscopeSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcpscopeProgramSpecs struct {
 	DumpTcp             *ebpf.ProgramSpec `ebpf:"dump_tcp"`
+	FindHolders         *ebpf.ProgramSpec `ebpf:"find_holders"`
 	OnAccept4Exit       *ebpf.ProgramSpec `ebpf:"on_accept4_exit"`
 	OnAcceptExitLegacy  *ebpf.ProgramSpec `ebpf:"on_accept_exit_legacy"`
 	OnKfreeSkb          *ebpf.ProgramSpec `ebpf:"on_kfree_skb"`
+	OnReceiveReset      *ebpf.ProgramSpec `ebpf:"on_receive_reset"`
+	OnSendReset         *ebpf.ProgramSpec `ebpf:"on_send_reset"`
 	OnStateChange       *ebpf.ProgramSpec `ebpf:"on_state_change"`
 	OnStateChangeNested *ebpf.ProgramSpec `ebpf:"on_state_change_nested"`
 	OnTimerCancel       *ebpf.ProgramSpec `ebpf:"on_timer_cancel"`
@@ -225,13 +247,14 @@ type tcpscopeProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcpscopeMapSpecs struct {
-	Accepted    *ebpf.MapSpec `ebpf:"accepted"`
-	Claims      *ebpf.MapSpec `ebpf:"claims"`
-	Events      *ebpf.MapSpec `ebpf:"events"`
-	Listeners   *ebpf.MapSpec `ebpf:"listeners"`
-	ReaderState *ebpf.MapSpec `ebpf:"reader_state"`
-	Socks       *ebpf.MapSpec `ebpf:"socks"`
-	Stats       *ebpf.MapSpec `ebpf:"stats"`
+	Accepted     *ebpf.MapSpec `ebpf:"accepted"`
+	Claims       *ebpf.MapSpec `ebpf:"claims"`
+	Events       *ebpf.MapSpec `ebpf:"events"`
+	HolderStates *ebpf.MapSpec `ebpf:"holder_states"`
+	Listeners    *ebpf.MapSpec `ebpf:"listeners"`
+	ReaderState  *ebpf.MapSpec `ebpf:"reader_state"`
+	Socks        *ebpf.MapSpec `ebpf:"socks"`
+	Stats        *ebpf.MapSpec `ebpf:"stats"`
 }
 
 // tcpscopeVariableSpecs contains global variables before they are loaded into the kernel.
@@ -247,6 +270,7 @@ type tcpscopeVariableSpecs struct {
 	ReqTimerFn       *ebpf.VariableSpec `ebpf:"req_timer_fn"`
 	TwTimerFn        *ebpf.VariableSpec `ebpf:"tw_timer_fn"`
 	UnusedEvent      *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedHolderRec  *ebpf.VariableSpec `ebpf:"unused_holder_rec"`
 	UnusedSockRec    *ebpf.VariableSpec `ebpf:"unused_sock_rec"`
 	UnusedStatIndex  *ebpf.VariableSpec `ebpf:"unused_stat_index"`
 	UnusedTimerEvent *ebpf.VariableSpec `ebpf:"unused_timer_event"`
@@ -273,13 +297,14 @@ func (o *tcpscopeObjects) Close() error {
 //
 // It can be passed to loadTcpscopeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcpscopeMaps struct {
-	Accepted    *ebpf.Map `ebpf:"accepted"`
-	Claims      *ebpf.Map `ebpf:"claims"`
-	Events      *ebpf.Map `ebpf:"events"`
-	Listeners   *ebpf.Map `ebpf:"listeners"`
-	ReaderState *ebpf.Map `ebpf:"reader_state"`
-	Socks       *ebpf.Map `ebpf:"socks"`
-	Stats       *ebpf.Map `ebpf:"stats"`
+	Accepted     *ebpf.Map `ebpf:"accepted"`
+	Claims       *ebpf.Map `ebpf:"claims"`
+	Events       *ebpf.Map `ebpf:"events"`
+	HolderStates *ebpf.Map `ebpf:"holder_states"`
+	Listeners    *ebpf.Map `ebpf:"listeners"`
+	ReaderState  *ebpf.Map `ebpf:"reader_state"`
+	Socks        *ebpf.Map `ebpf:"socks"`
+	Stats        *ebpf.Map `ebpf:"stats"`
 }
 
 func (m *tcpscopeMaps) Close() error {
@@ -287,6 +312,7 @@ func (m *tcpscopeMaps) Close() error {
 		m.Accepted,
 		m.Claims,
 		m.Events,
+		m.HolderStates,
 		m.Listeners,
 		m.ReaderState,
 		m.Socks,
@@ -307,6 +333,7 @@ type tcpscopeVariables struct {
 	ReqTimerFn       *ebpf.Variable `ebpf:"req_timer_fn"`
 	TwTimerFn        *ebpf.Variable `ebpf:"tw_timer_fn"`
 	UnusedEvent      *ebpf.Variable `ebpf:"unused_event"`
+	UnusedHolderRec  *ebpf.Variable `ebpf:"unused_holder_rec"`
 	UnusedSockRec    *ebpf.Variable `ebpf:"unused_sock_rec"`
 	UnusedStatIndex  *ebpf.Variable `ebpf:"unused_stat_index"`
 	UnusedTimerEvent *ebpf.Variable `ebpf:"unused_timer_event"`
@@ -318,9 +345,12 @@ type tcpscopeVariables struct {
 // It can be passed to loadTcpscopeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcpscopePrograms struct {
 	DumpTcp             *ebpf.Program `ebpf:"dump_tcp"`
+	FindHolders         *ebpf.Program `ebpf:"find_holders"`
 	OnAccept4Exit       *ebpf.Program `ebpf:"on_accept4_exit"`
 	OnAcceptExitLegacy  *ebpf.Program `ebpf:"on_accept_exit_legacy"`
 	OnKfreeSkb          *ebpf.Program `ebpf:"on_kfree_skb"`
+	OnReceiveReset      *ebpf.Program `ebpf:"on_receive_reset"`
+	OnSendReset         *ebpf.Program `ebpf:"on_send_reset"`
 	OnStateChange       *ebpf.Program `ebpf:"on_state_change"`
 	OnStateChangeNested *ebpf.Program `ebpf:"on_state_change_nested"`
 	OnTimerCancel       *ebpf.Program `ebpf:"on_timer_cancel"`
@@ -331,9 +361,12 @@ type tcpscopePrograms struct {
 func (p *tcpscopePrograms) Close() error {
 	return _TcpscopeClose(
 		p.DumpTcp,
+		p.FindHolders,
 		p.OnAccept4Exit,
 		p.OnAcceptExitLegacy,
 		p.OnKfreeSkb,
+		p.OnReceiveReset,
+		p.OnSendReset,
 		p.OnStateChange,
 		p.OnStateChangeNested,
 		p.OnTimerCancel,

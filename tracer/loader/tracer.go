@@ -42,6 +42,10 @@ type Config struct {
 	// RequestStart/Stop events), which a socket table needs: they change
 	// state without the state tracepoint.
 	Sockets bool
+	// Resets emits ResetSent and ResetReceived events for full sockets
+	// (tcp:tcp_send_reset, tcp:tcp_receive_reset), which tell how a
+	// connection ended.
+	Resets bool
 }
 
 // KernelFilter selects which transitions are emitted. Owner and age
@@ -88,6 +92,8 @@ type Tracer struct {
 
 	iterMu   sync.Mutex
 	dumpIter *link.Iter // iter/tcp, attached on first walk
+
+	holdersMu sync.Mutex // one Holders walk at a time: it sets a map first
 
 	// Barrier bookkeeping: barrierGen counts Barrier calls, barrierDone the
 	// last one the reader has satisfied.
@@ -268,6 +274,25 @@ func (t *Tracer) attach() error {
 		} {
 			l, err := link.AttachTracing(link.TracingOptions{Program: tp.prog, AttachType: ebpf.AttachTraceRawTp})
 			if err != nil {
+				return fmt.Errorf("attach %s: %w", tp.name, err)
+			}
+			t.links = append(t.links, l)
+		}
+	}
+
+	if t.cfg.Resets {
+		for _, tp := range []struct {
+			name string
+			prog *ebpf.Program
+		}{
+			{"tcp:tcp_send_reset", t.objs.OnSendReset},
+			{"tcp:tcp_receive_reset", t.objs.OnReceiveReset},
+		} {
+			l, err := link.AttachTracing(link.TracingOptions{Program: tp.prog, AttachType: ebpf.AttachTraceRawTp})
+			if err != nil {
+				if errors.Is(err, unix.ENOENT) || errors.Is(err, ebpf.ErrNotSupported) {
+					return fmt.Errorf("%w: attach %s: %v", ErrUnsupported, tp.name, err)
+				}
 				return fmt.Errorf("attach %s: %w", tp.name, err)
 			}
 			t.links = append(t.links, l)
@@ -543,6 +568,8 @@ func (t *Tracer) ProgramStats() (map[string]*ebpf.ProgramStats, error) {
 		"on_timer_start":         t.objs.OnTimerStart,
 		"on_timer_cancel":        t.objs.OnTimerCancel,
 		"on_kfree_skb":           t.objs.OnKfreeSkb,
+		"on_send_reset":          t.objs.OnSendReset,
+		"on_receive_reset":       t.objs.OnReceiveReset,
 	} {
 		st, err := p.Stats()
 		if err != nil {

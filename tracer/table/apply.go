@@ -75,6 +75,8 @@ func (t *Table) apply(e *event.Event) {
 				t.remove(slot, en, e)
 			}
 		}
+	case event.ResetSent, event.ResetReceived:
+		// Not a state change: the transition to CLOSE says what happened.
 	default:
 		t.stats.Invalid++
 	}

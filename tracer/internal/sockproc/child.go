@@ -24,6 +24,18 @@
 //	                        accept, then hand the connection to a new child
 //	                        process named COMM that holds it as its socket CID;
 //	                        this process closes its own copy
+//	share ID COMM        -> ok PID CID   a new child process named COMM
+//	                        holds a copy of socket ID (as its socket CID);
+//	                        this process keeps its own: two holders
+//	unixlisten PATH      -> ok            listen on a unix socket at PATH
+//	sendfd PATH ID       -> ok            pass socket ID over the unix
+//	                        socket at PATH (SCM_RIGHTS); keep our copy
+//	recvfd               -> ok ID         accept one connection on the unix
+//	                        listener and take the socket passed over it
+//	usertimeout ID MS    -> ok            TCP_USER_TIMEOUT: give up after MS
+//	                        milliseconds of unacknowledged data
+//	send ID N            -> ok N          write N bytes
+//	recv ID N            -> ok N          read exactly N bytes
 //	child PID COMMAND... -> the reply of COMMAND run by child PID
 //	close ID             -> ok            close(2)
 //	linger0 ID           -> ok            SO_LINGER {on, 0}: close sends RST
@@ -170,6 +182,7 @@ type child struct {
 	socks map[int]int // id -> fd
 	next  int
 	kids  map[int]*kid // by pid
+	unixL int          // unix listener of unixlisten, 0 = none
 }
 
 func (s *child) add(fd int) int {
@@ -250,6 +263,76 @@ func (s *child) do(args []string) (string, error) {
 			return "", err
 		}
 		return s.forkAccept(lfd, args[2])
+	case "share":
+		if err := need(args, 2); err != nil {
+			return "", err
+		}
+		_, fd, err := s.fd(args[1])
+		if err != nil {
+			return "", err
+		}
+		// Close-on-exec: only the copy handed over as fd 3 may reach the child.
+		dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			return "", fmt.Errorf("dup: %w", err)
+		}
+		pid, err := s.spawn(dup, args[2])
+		if err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("%d 1", pid), nil
+	case "unixlisten":
+		if err := need(args, 1); err != nil {
+			return "", err
+		}
+		return "", s.unixListen(args[1])
+	case "sendfd":
+		if err := need(args, 2); err != nil {
+			return "", err
+		}
+		_, fd, err := s.fd(args[2])
+		if err != nil {
+			return "", err
+		}
+		return "", sendFD(args[1], fd)
+	case "recvfd":
+		if err := need(args, 0); err != nil {
+			return "", err
+		}
+		fd, err := s.recvFD()
+		if err != nil {
+			return "", err
+		}
+		return strconv.Itoa(s.add(fd)), nil
+	case "usertimeout":
+		if err := need(args, 2); err != nil {
+			return "", err
+		}
+		_, fd, err := s.fd(args[1])
+		if err != nil {
+			return "", err
+		}
+		ms, err := strconv.Atoi(args[2])
+		if err != nil || ms <= 0 {
+			return "", fmt.Errorf("usertimeout: bad milliseconds %q", args[2])
+		}
+		return "", unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, ms)
+	case "send", "recv":
+		if err := need(args, 2); err != nil {
+			return "", err
+		}
+		_, fd, err := s.fd(args[1])
+		if err != nil {
+			return "", err
+		}
+		n, err := strconv.Atoi(args[2])
+		if err != nil || n < 0 || n > 1<<30 {
+			return "", fmt.Errorf("%s: bad byte count %q", args[0], args[2])
+		}
+		if args[0] == "send" {
+			return strconv.Itoa(n), sendN(fd, n)
+		}
+		return strconv.Itoa(n), recvN(fd, n)
 	case "child":
 		if len(args) < 3 {
 			return "", errors.New("child: want PID COMMAND...")
@@ -323,11 +406,22 @@ func (s *child) forkAccept(lfd int, comm string) (string, error) {
 		unix.Close(fd)
 		return "", err
 	}
+	pid, err := s.spawn(fd, comm)
+	if err != nil {
+		return "", err
+	}
+	// desc is "0 LOCAL REMOTE INODE"; in the child the socket is ID 1.
+	return fmt.Sprintf("%d 1 %s", pid, strings.TrimPrefix(desc, "0 ")), nil
+}
+
+// spawn starts a child process named comm that holds fd as its socket 1,
+// and closes fd here.
+func (s *child) spawn(fd int, comm string) (int, error) {
 	conn := os.NewFile(uintptr(fd), "conn") // owns fd from here on
 	defer conn.Close()
 	exe, err := os.Executable()
 	if err != nil {
-		return "", err
+		return 0, err
 	}
 	cmd := exec.Command(exe, "-test.run=^$")
 	cmd.Env = append(os.Environ(), envChild+"=1", envComm+"="+comm, envFD+"="+strconv.Itoa(inheritedFD))
@@ -336,23 +430,128 @@ func (s *child) forkAccept(lfd int, comm string) (string, error) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	in, err := cmd.StdinPipe()
 	if err != nil {
-		return "", err
+		return 0, err
 	}
 	outPipe, err := cmd.StdoutPipe()
 	if err != nil {
-		return "", err
+		return 0, err
 	}
 	if err := cmd.Start(); err != nil {
-		return "", err
+		return 0, err
 	}
 	k := &kid{cmd: cmd, in: in, out: bufio.NewReader(outPipe)}
 	s.kids[cmd.Process.Pid] = k
 	line, err := k.out.ReadString('\n')
 	if err != nil || !strings.HasPrefix(line, "ready ") {
-		return "", fmt.Errorf("fork-accept: child did not start: %q %v", line, err)
+		return 0, fmt.Errorf("child did not start: %q %v", line, err)
 	}
-	// desc is "0 LOCAL REMOTE INODE"; in the child the socket is ID 1.
-	return fmt.Sprintf("%d 1 %s", cmd.Process.Pid, strings.TrimPrefix(desc, "0 ")), nil
+	return cmd.Process.Pid, nil
+}
+
+func (s *child) unixListen(path string) error {
+	if s.unixL != 0 {
+		return errors.New("unixlisten: already listening")
+	}
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("unix socket: %w", err)
+	}
+	if err := setTimeouts(fd); err != nil {
+		unix.Close(fd)
+		return err
+	}
+	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+		unix.Close(fd)
+		return fmt.Errorf("bind %s: %w", path, err)
+	}
+	if err := unix.Listen(fd, 8); err != nil {
+		unix.Close(fd)
+		return fmt.Errorf("listen %s: %w", path, err)
+	}
+	s.unixL = fd
+	return nil
+}
+
+// sendFD passes a duplicate of fd to whoever accepts on the unix socket at
+// path; the message is queued, so the receiver may accept later.
+func sendFD(path string, fd int) error {
+	c, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("unix socket: %w", err)
+	}
+	defer unix.Close(c)
+	if err := setTimeouts(c); err != nil {
+		return err
+	}
+	if err := unix.Connect(c, &unix.SockaddrUnix{Name: path}); err != nil {
+		return fmt.Errorf("connect %s: %w", path, err)
+	}
+	if err := unix.Sendmsg(c, []byte{'F'}, unix.UnixRights(fd), nil, 0); err != nil {
+		return fmt.Errorf("sendmsg: %w", err)
+	}
+	return nil
+}
+
+func (s *child) recvFD() (int, error) {
+	if s.unixL == 0 {
+		return -1, errors.New("recvfd: no unixlisten")
+	}
+	c, err := acceptFD(s.unixL)
+	if err != nil {
+		return -1, err
+	}
+	defer unix.Close(c)
+	buf, oob := make([]byte, 1), make([]byte, unix.CmsgSpace(4))
+	var oobn int
+	for try := 0; try < 1000; try++ {
+		if _, oobn, _, _, err = unix.Recvmsg(c, buf, oob, unix.MSG_CMSG_CLOEXEC); err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		return -1, fmt.Errorf("recvmsg: %w", err)
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil || len(msgs) != 1 {
+		return -1, fmt.Errorf("recvmsg: no fd passed (%v)", err)
+	}
+	fds, err := unix.ParseUnixRights(&msgs[0])
+	if err != nil || len(fds) != 1 {
+		return -1, fmt.Errorf("recvmsg: want one fd (%v)", err)
+	}
+	return fds[0], nil
+}
+
+func sendN(fd, n int) error {
+	buf := make([]byte, min(n, 64<<10))
+	for n > 0 {
+		w, err := unix.Write(fd, buf[:min(n, len(buf))])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("write: %w", err)
+		}
+		n -= w
+	}
+	return nil
+}
+
+func recvN(fd, n int) error {
+	buf := make([]byte, min(n, 64<<10))
+	for n > 0 {
+		r, err := unix.Read(fd, buf[:min(n, len(buf))])
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return fmt.Errorf("read: %w", err)
+		case r == 0:
+			return fmt.Errorf("read: eof with %d bytes to go", n)
+		}
+		n -= r
+	}
+	return nil
 }
 
 func (s *child) forward(pidArg string, cmd []string) (string, error) {

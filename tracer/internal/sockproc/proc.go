@@ -324,3 +324,59 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+// Share starts a child process named comm that holds a copy of s; this
+// process keeps its own copy, so the socket has two holders. The child's
+// Sock is s with the child's ID.
+func (p *Proc) Share(s Sock, comm string) (Child, error) {
+	f, err := p.Do("share", s.ID, comm)
+	if err != nil {
+		return Child{}, err
+	}
+	if len(f) != 2 {
+		return Child{}, fmt.Errorf("%v: share: reply %q", p, f)
+	}
+	pid, err1 := strconv.Atoi(f[0])
+	id, err2 := strconv.Atoi(f[1])
+	if err1 != nil || err2 != nil {
+		return Child{}, fmt.Errorf("%v: share: reply %q", p, f)
+	}
+	c := Child{Pid: pid, Comm: comm, Sock: s}
+	c.Sock.ID = id
+	return c, nil
+}
+
+// PassFD passes a copy of s (p keeps its own) to q over a unix socket at
+// path, and returns q's ID for it.
+func (p *Proc) PassFD(s Sock, q *Proc, path string) (Sock, error) {
+	if _, err := q.Do("unixlisten", path); err != nil {
+		return Sock{}, err
+	}
+	if _, err := p.Do("sendfd", path, s.ID); err != nil {
+		return Sock{}, err
+	}
+	f, err := q.Do("recvfd")
+	if err != nil {
+		return Sock{}, err
+	}
+	if len(f) != 1 {
+		return Sock{}, fmt.Errorf("%v: recvfd: reply %q", q, f)
+	}
+	got := s
+	if got.ID, err = strconv.Atoi(f[0]); err != nil {
+		return Sock{}, fmt.Errorf("%v: recvfd: id %q", q, f[0])
+	}
+	return got, nil
+}
+
+// Send writes n bytes to s.
+func (p *Proc) Send(s Sock, n int) error {
+	_, err := p.Do("send", s.ID, n)
+	return err
+}
+
+// Recv reads exactly n bytes from s.
+func (p *Proc) Recv(s Sock, n int) error {
+	_, err := p.Do("recv", s.ID, n)
+	return err
+}
