@@ -82,7 +82,7 @@ func startTable(ctx context.Context, f tableFlags, stderr io.Writer, hook func(o
 	}
 	lt.tab = table.New()
 	if hook != nil {
-		lt.tab.SetOnChange(hook)
+		lt.tab.AddOnChange(hook)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	lt.lv, err = live.Start(ctx, lt.tr, lt.tab, live.Options{

@@ -200,7 +200,7 @@ type churnTab struct {
 
 func newChurnTab() *churnTab {
 	c := &churnTab{tab: table.New(), tw: NewTimeWaitTracker(time.Minute), cookie: 100}
-	c.tab.SetOnChange(c.tw.OnChange)
+	c.tab.AddOnChange(c.tw.OnChange)
 	return c
 }
 

@@ -22,7 +22,7 @@ const (
 )
 
 // TimeWaitTracker watches sockets enter TIME_WAIT. Install OnChange as the
-// table's change hook (table.SetOnChange) before the table is seeded; then
+// table's change hook (table.AddOnChange) before the table is seeded; then
 // Report at any time. Safe for concurrent use.
 type TimeWaitTracker struct {
 	mu        sync.Mutex
@@ -64,7 +64,7 @@ func (t *TimeWaitTracker) SetSeedMono(mono uint64) {
 	t.mu.Unlock()
 }
 
-// OnChange is a table change hook (see table.SetOnChange). It must be
+// OnChange is a table change hook (see table.AddOnChange). It must be
 // quick: it runs under the table's lock.
 func (t *TimeWaitTracker) OnChange(old, new *table.Entry, ev *event.Event) {
 	wasListen := old != nil && old.State == event.Listen

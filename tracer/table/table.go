@@ -268,14 +268,20 @@ func New() *Table {
 	return t
 }
 
-// SetOnChange installs fn, called for every change of an entry: old nil for
-// an insertion, new nil for a removal, ev the event that caused it (nil for
-// EndSync). fn runs with the table's write lock held: it must be quick,
-// must not call the Table's methods, and must not keep the pointers.
-func (t *Table) SetOnChange(fn func(old, new *Entry, ev *event.Event)) {
+// AddOnChange adds fn to the functions called for every change of an entry:
+// old nil for an insertion, new nil for a removal, ev the event that caused
+// it (nil for EndSync). Several views (top's rates, timewait's tracker, the
+// exporter) may watch one table; they run in the order added. fn runs with
+// the table's write lock held: it must be quick, must not call the Table's
+// methods, and must not keep the pointers.
+func (t *Table) AddOnChange(fn func(old, new *Entry, ev *event.Event)) {
 	t.mu.Lock()
+	defer t.mu.Unlock()
+	if prev := t.hook; prev != nil {
+		t.hook = func(old, new *Entry, ev *event.Event) { prev(old, new, ev); fn(old, new, ev) }
+		return
+	}
 	t.hook = fn
-	t.mu.Unlock()
 }
 
 // --- slab, lists, interning -------------------------------------------------

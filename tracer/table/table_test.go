@@ -364,7 +364,7 @@ func TestOnChangeAndNotify(t *testing.T) {
 	tb := New()
 	type call struct{ old, new event.State }
 	var calls []call
-	tb.SetOnChange(func(o, n *Entry, ev *event.Event) {
+	tb.AddOnChange(func(o, n *Entry, ev *event.Event) {
 		var c call
 		if o != nil {
 			c.old = o.State
@@ -374,12 +374,22 @@ func TestOnChangeAndNotify(t *testing.T) {
 		}
 		calls = append(calls, c)
 	})
+	// A second watcher sees the same changes, after the first.
+	var second int
+	tb.AddOnChange(func(o, n *Entry, ev *event.Event) {
+		if second++; len(calls) != second {
+			t.Errorf("second hook call %d after %d calls of the first", second, len(calls))
+		}
+	})
 	v0 := tb.Version()
 	for _, e := range []event.Event{tr(1, 1, CL, SS), tr(1, 2, SS, E), tr(1, 3, E, FW1), tr(1, 4, FW1, FW2),
 		twStart(1, 5, TW), tr(1, 5, FW2, CL), twStop(1, 9)} {
 		tb.Apply(&e)
 	}
 	want := []call{{0, SS}, {SS, E}, {E, FW1}, {FW1, FW2}, {FW2, TW}, {TW, 0}}
+	if second != len(want) {
+		t.Errorf("second hook called %d times, want %d", second, len(want))
+	}
 	if len(calls) != len(want) {
 		t.Fatalf("calls %v, want %v", calls, want)
 	}

@@ -44,7 +44,7 @@ func NewRates(netns uint32) *Rates {
 	return r
 }
 
-// Observe is a table change hook (table.SetOnChange): old nil for an
+// Observe is a table change hook (table.AddOnChange): old nil for an
 // insertion, new nil for a removal. It runs under the table's write lock, so
 // it only adds to a counter.
 func (r *Rates) Observe(old, new *table.Entry, ev *event.Event) {

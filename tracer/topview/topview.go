@@ -226,7 +226,7 @@ func New(tab *table.Table, opts Options) *Model {
 	if m.now == nil {
 		m.now = ktime.Now
 	}
-	tab.SetOnChange(func(old, new *table.Entry, ev *event.Event) {
+	tab.AddOnChange(func(old, new *table.Entry, ev *event.Event) {
 		m.rates.Observe(old, new, ev)
 		m.groups.observe(old, new)
 	})
