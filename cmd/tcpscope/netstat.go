@@ -170,6 +170,9 @@ func runNetstat(ctx context.Context, f netstatFlags, stdout, stderr io.Writer) e
 	tab := table.New()
 	lv, err := live.Start(ctx, tr, tab, live.Options{
 		Notify: func(msg string) { fmt.Fprintf(stderr, "tcpscope: %s\n", msg) },
+		// A one-shot socket list shows only our namespace; the summary and
+		// -s count the whole host, and -c keeps a table of it.
+		OwnNetNSOnly: !f.continuous && !f.summary && !f.statistics,
 	})
 	if err != nil {
 		return err

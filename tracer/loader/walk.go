@@ -91,12 +91,12 @@ type Namespace struct {
 // those of every process (/proc/PID/ns/net), and those bound under
 // /run/netns. A namespace kept alive only by its sockets cannot be entered.
 func Namespaces() ([]Namespace, error) {
-	var own unix.Stat_t
-	if err := unix.Stat("/proc/thread-self/ns/net", &own); err != nil {
-		return nil, fmt.Errorf("stat own network namespace: %w", err)
+	own, err := OwnNetNS()
+	if err != nil {
+		return nil, err
 	}
-	seen := map[uint32]bool{uint32(own.Ino): true}
-	out := []Namespace{{Inode: uint32(own.Ino)}}
+	seen := map[uint32]bool{own: true}
+	out := []Namespace{{Inode: own}}
 	add := func(path string) {
 		var st unix.Stat_t
 		if unix.Stat(path, &st) != nil || seen[uint32(st.Ino)] {
@@ -147,6 +147,29 @@ func (t *Tracer) AllSockets(dst []event.Socket) ([]event.Socket, map[uint32]bool
 		walked[ns.Inode] = true
 	}
 	return dst, walked, nil
+}
+
+// OwnSockets walks only the caller's network namespace, in AllSockets's
+// form. A one-shot view of its own namespace needs no other: each extra
+// namespace costs a scan of the whole (host-wide) established hash.
+func (t *Tracer) OwnSockets(dst []event.Socket) ([]event.Socket, map[uint32]bool, error) {
+	own, err := OwnNetNS()
+	if err != nil {
+		return dst, nil, err
+	}
+	if dst, err = t.Sockets(dst); err != nil {
+		return dst, nil, err
+	}
+	return dst, map[uint32]bool{own: true}, nil
+}
+
+// OwnNetNS returns the inode of the caller's network namespace.
+func OwnNetNS() (uint32, error) {
+	var own unix.Stat_t
+	if err := unix.Stat("/proc/thread-self/ns/net", &own); err != nil {
+		return 0, fmt.Errorf("stat own network namespace: %w", err)
+	}
+	return uint32(own.Ino), nil
 }
 
 func (t *Tracer) tcpIter() (*link.Iter, error) {
