@@ -146,6 +146,18 @@ struct sock_rec {
 	char comm[16];
 };
 
+/* One socket fd as iter/task_file finds it (list_owners): the owner of a
+ * socket that predates the tracer, joined with the iter/tcp walk in user
+ * space by cookie. */
+struct owner_rec {
+	__u64 cookie;
+	__u32 pid;
+	__u32 tid;
+	__s32 fd;
+	__u32 _pad;
+	char comm[16];
+};
+
 /* Per-socket state kept between transitions. */
 struct sock_info {
 	__u64 cookie;   /* in `accepted`: the socket's cookie, 0 if not generated yet */
@@ -271,6 +283,7 @@ struct {
 struct event *unused_event __attribute__((unused));
 struct timer_event *unused_timer_event __attribute__((unused));
 struct sock_rec *unused_sock_rec __attribute__((unused));
+struct owner_rec *unused_owner_rec __attribute__((unused));
 enum stat_index *unused_stat_index __attribute__((unused));
 
 /* Kernel-side filters for `trace`, set at load time. 0 means "any". */
@@ -662,6 +675,50 @@ int seed_owners(struct bpf_iter__task_file *ctx)
 		};
 		struct listener_owner lo = {.skaddr = skaddr, .pid = info.pid, .tid = info.tid};
 		__builtin_memcpy(lo.comm, info.comm, sizeof(lo.comm));
+		bpf_map_update_elem(&listeners, &lk, &lo, BPF_NOEXIST);
+	}
+	return 0;
+}
+
+/* The owners seed_owners would store, written out instead, one owner_rec
+ * per socket fd: for one-shot views, which join them with their walk in user
+ * space. Creating socket storage for every socket costs several times more
+ * than writing a record. Listeners still go into `listeners`, so children
+ * accepted during the run inherit their owner. */
+SEC("iter/task_file")
+int list_owners(struct bpf_iter__task_file *ctx)
+{
+	struct task_struct *task = ctx->task;
+	struct file *file = ctx->file;
+
+	if (!task || !file)
+		return 0;
+	struct socket *sock = bpf_sock_from_file(file);
+	if (!sock)
+		return 0;
+	struct sock *sk = sock->sk;
+	if (!sk || sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	__u8 state = sk->__sk_common.skc_state;
+	if (state == TCP_CLOSE)
+		return 0;
+
+	struct owner_rec r = {
+		.cookie = bpf_get_socket_cookie(sk),
+		.pid = task->tgid,
+		.tid = task->pid,
+		.fd = ctx->fd,
+	};
+	__builtin_memcpy(r.comm, task->comm, sizeof(r.comm));
+	bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
+
+	if (state == TCP_LISTEN) {
+		struct listener_key lk = {
+			.netns = sock_netns(sk),
+			.port = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport)),
+		};
+		struct listener_owner lo = {.skaddr = (__u64)sk, .pid = r.pid, .tid = r.tid};
+		__builtin_memcpy(lo.comm, r.comm, sizeof(lo.comm));
 		bpf_map_update_elem(&listeners, &lk, &lo, BPF_NOEXIST);
 	}
 	return 0;

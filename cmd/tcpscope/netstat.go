@@ -142,6 +142,22 @@ func (f *netstatFlags) view() (netstatView, error) {
 	return v, nil
 }
 
+// ownerSeed picks the cheapest way to know the owners of existing sockets
+// that still gives this view what it prints: -c keeps them in the kernel
+// (its events need them), a one-shot view joins them with its one walk, and
+// views without owners skip them.
+func (f *netstatFlags) ownerSeed(v netstatView) loader.OwnerSeed {
+	switch {
+	case f.continuous:
+		return loader.OwnersInKernel
+	case f.summary || f.statistics:
+		return loader.OwnersNone
+	case v.opts.Program || v.opts.JSON || v.sortBy == "pid":
+		return loader.OwnersAtWalk
+	}
+	return loader.OwnersNone
+}
+
 func runNetstat(ctx context.Context, f netstatFlags, stdout, stderr io.Writer) error {
 	v, err := f.view()
 	if err != nil {
@@ -158,7 +174,7 @@ func runNetstat(ctx context.Context, f netstatFlags, stdout, stderr io.Writer) e
 	ctx, cancel := commandContext(ctx, stdout, f.continuous)
 	defer cancel()
 
-	tr, err := loader.New(loader.Config{RingBytes: ring, BTFPath: f.btf, Sockets: true})
+	tr, err := loader.New(loader.Config{RingBytes: ring, BTFPath: f.btf, Sockets: true, Owners: f.ownerSeed(v)})
 	if err != nil {
 		return err
 	}

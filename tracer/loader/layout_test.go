@@ -43,3 +43,7 @@ func TestTimerAndSocketLayoutsMatchBPF(t *testing.T) {
 	checkLayout(t, "timer_event", reflect.TypeOf(tcpscopeTimerEvent{}), event.TimerSize, event.TimerLayout())
 	checkLayout(t, "sock_rec", reflect.TypeOf(tcpscopeSockRec{}), event.SocketSize, event.SocketLayout())
 }
+
+func TestOwnerLayoutMatchesBPF(t *testing.T) {
+	checkLayout(t, "owner_rec", reflect.TypeOf(tcpscopeOwnerRec{}), ownerRecSize, ownerRecLayout())
+}

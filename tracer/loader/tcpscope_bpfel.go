@@ -63,6 +63,16 @@ type tcpscopeListenerOwner struct {
 	Comm   [16]int8
 }
 
+type tcpscopeOwnerRec struct {
+	_      structs.HostLayout
+	Cookie uint64
+	Pid    uint32
+	Tid    uint32
+	Fd     int32
+	Pad    uint32
+	Comm   [16]int8
+}
+
 type tcpscopeSockInfo struct {
 	_        structs.HostLayout
 	Cookie   uint64
@@ -145,6 +155,7 @@ const (
 	tcpscopeMapSocks                = "socks"
 	tcpscopeMapStats                = "stats"
 	tcpscopeProgDumpTcp             = "dump_tcp"
+	tcpscopeProgListOwners          = "list_owners"
 	tcpscopeProgOnAccept4Exit       = "on_accept4_exit"
 	tcpscopeProgOnAcceptExitLegacy  = "on_accept_exit_legacy"
 	tcpscopeProgOnKfreeSkb          = "on_kfree_skb"
@@ -162,6 +173,7 @@ const (
 	tcpscopeVarReqTimerFn           = "req_timer_fn"
 	tcpscopeVarTwTimerFn            = "tw_timer_fn"
 	tcpscopeVarUnusedEvent          = "unused_event"
+	tcpscopeVarUnusedOwnerRec       = "unused_owner_rec"
 	tcpscopeVarUnusedSockRec        = "unused_sock_rec"
 	tcpscopeVarUnusedStatIndex      = "unused_stat_index"
 	tcpscopeVarUnusedTimerEvent     = "unused_timer_event"
@@ -211,6 +223,7 @@ type tcpscopeSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcpscopeProgramSpecs struct {
 	DumpTcp             *ebpf.ProgramSpec `ebpf:"dump_tcp"`
+	ListOwners          *ebpf.ProgramSpec `ebpf:"list_owners"`
 	OnAccept4Exit       *ebpf.ProgramSpec `ebpf:"on_accept4_exit"`
 	OnAcceptExitLegacy  *ebpf.ProgramSpec `ebpf:"on_accept_exit_legacy"`
 	OnKfreeSkb          *ebpf.ProgramSpec `ebpf:"on_kfree_skb"`
@@ -247,6 +260,7 @@ type tcpscopeVariableSpecs struct {
 	ReqTimerFn       *ebpf.VariableSpec `ebpf:"req_timer_fn"`
 	TwTimerFn        *ebpf.VariableSpec `ebpf:"tw_timer_fn"`
 	UnusedEvent      *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedOwnerRec   *ebpf.VariableSpec `ebpf:"unused_owner_rec"`
 	UnusedSockRec    *ebpf.VariableSpec `ebpf:"unused_sock_rec"`
 	UnusedStatIndex  *ebpf.VariableSpec `ebpf:"unused_stat_index"`
 	UnusedTimerEvent *ebpf.VariableSpec `ebpf:"unused_timer_event"`
@@ -307,6 +321,7 @@ type tcpscopeVariables struct {
 	ReqTimerFn       *ebpf.Variable `ebpf:"req_timer_fn"`
 	TwTimerFn        *ebpf.Variable `ebpf:"tw_timer_fn"`
 	UnusedEvent      *ebpf.Variable `ebpf:"unused_event"`
+	UnusedOwnerRec   *ebpf.Variable `ebpf:"unused_owner_rec"`
 	UnusedSockRec    *ebpf.Variable `ebpf:"unused_sock_rec"`
 	UnusedStatIndex  *ebpf.Variable `ebpf:"unused_stat_index"`
 	UnusedTimerEvent *ebpf.Variable `ebpf:"unused_timer_event"`
@@ -318,6 +333,7 @@ type tcpscopeVariables struct {
 // It can be passed to loadTcpscopeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcpscopePrograms struct {
 	DumpTcp             *ebpf.Program `ebpf:"dump_tcp"`
+	ListOwners          *ebpf.Program `ebpf:"list_owners"`
 	OnAccept4Exit       *ebpf.Program `ebpf:"on_accept4_exit"`
 	OnAcceptExitLegacy  *ebpf.Program `ebpf:"on_accept_exit_legacy"`
 	OnKfreeSkb          *ebpf.Program `ebpf:"on_kfree_skb"`
@@ -331,6 +347,7 @@ type tcpscopePrograms struct {
 func (p *tcpscopePrograms) Close() error {
 	return _TcpscopeClose(
 		p.DumpTcp,
+		p.ListOwners,
 		p.OnAccept4Exit,
 		p.OnAcceptExitLegacy,
 		p.OnKfreeSkb,

@@ -42,6 +42,9 @@ type Config struct {
 	// RequestStart/Stop events), which a socket table needs: they change
 	// state without the state tracepoint.
 	Sockets bool
+	// Owners says how owners of sockets that exist at start are found
+	// (default OwnersInKernel).
+	Owners OwnerSeed
 }
 
 // KernelFilter selects which transitions are emitted. Owner and age
@@ -85,6 +88,8 @@ type Tracer struct {
 	badRecords atomic.Uint64 // records the decoder rejected
 
 	hz uint64 // the kernel's CONFIG_HZ
+
+	owners map[uint64]ownerRec // by socket cookie, with OwnersAtWalk
 
 	iterMu   sync.Mutex
 	dumpIter *link.Iter // iter/tcp, attached on first walk
@@ -142,7 +147,18 @@ func (t *Tracer) install() error {
 	if err := t.attach(); err != nil {
 		return err
 	}
-	if err := t.seedOwners(); err != nil {
+	var seed func() error
+	switch t.cfg.Owners {
+	case OwnersInKernel:
+		seed = t.seedOwners
+	case OwnersAtWalk:
+		seed = t.listOwners
+	case OwnersNone:
+		seed = func() error { return nil }
+	default:
+		return fmt.Errorf("unknown owner seeding %d", t.cfg.Owners)
+	}
+	if err := seed(); err != nil {
 		return err
 	}
 	rd, err := ringbuf.NewReader(t.objs.Events)

@@ -30,7 +30,7 @@ func (t *Tracer) Sockets(dst []event.Socket) ([]event.Socket, error) {
 		return dst, fmt.Errorf("open iter/tcp: %w", err)
 	}
 	defer rd.Close()
-	return readSockets(rd, dst)
+	return t.readSockets(rd, dst)
 }
 
 // SocketsIn walks the TCP sockets of the network namespace at nsPath (e.g.
@@ -51,7 +51,7 @@ func (t *Tracer) SocketsIn(nsPath string, dst []event.Socket) ([]event.Socket, e
 		return dst, fmt.Errorf("walk sockets of %s: %w", nsPath, err)
 	}
 	defer rd.Close()
-	return readSockets(rd, dst)
+	return t.readSockets(rd, dst)
 }
 
 // openIn opens the iterator from a thread inside the namespace nsFD. The
@@ -186,7 +186,7 @@ func (t *Tracer) tcpIter() (*link.Iter, error) {
 	return it, nil
 }
 
-func readSockets(rd io.Reader, dst []event.Socket) ([]event.Socket, error) {
+func (t *Tracer) readSockets(rd io.Reader, dst []event.Socket) ([]event.Socket, error) {
 	br := bufio.NewReaderSize(retryAgain{rd}, 1<<20)
 	var buf [event.SocketSize]byte
 	for {
@@ -200,6 +200,7 @@ func readSockets(rd io.Reader, dst []event.Socket) ([]event.Socket, error) {
 		if err := event.DecodeSocket(buf[:], &dst[len(dst)-1]); err != nil {
 			return dst[:len(dst)-1], err
 		}
+		t.joinOwner(&dst[len(dst)-1])
 	}
 }
 
