@@ -50,20 +50,42 @@ func ownerRecLayout() map[string]uintptr {
 	return map[string]uintptr{"Cookie": ooffCookie, "Pid": ooffPID, "Tid": ooffTID, "Fd": ooffFD, "Comm": ooffComm}
 }
 
-// listOwners runs iter/task_file once and keeps its owners by socket
-// cookie. The first fd found for a socket wins, as with seedOwners.
+// listOwners starts iter/task_file and reads it in the background: the fd
+// walk and the first socket walk then run on two CPUs at once. The first
+// walk waits for it (awaitOwners) before joining.
 func (t *Tracer) listOwners() error {
 	it, err := link.AttachIter(link.IterOptions{Program: t.objs.ListOwners})
 	if err != nil {
 		t.warnings = append(t.warnings, fmt.Sprintf("owners of existing sockets unknown: attach iter/task_file: %v", err))
 		return nil
 	}
-	defer it.Close()
 	rd, err := it.Open()
 	if err != nil {
+		it.Close()
 		return fmt.Errorf("open iter/task_file: %w", err)
 	}
-	defer rd.Close()
+	t.ownersDone = make(chan struct{})
+	go func() {
+		defer close(t.ownersDone)
+		defer it.Close()
+		defer rd.Close()
+		t.ownersErr = t.readOwners(rd)
+	}()
+	return nil
+}
+
+// awaitOwners waits for listOwners's background read; nil without one.
+func (t *Tracer) awaitOwners() error {
+	if t.ownersDone == nil {
+		return nil
+	}
+	<-t.ownersDone
+	return t.ownersErr
+}
+
+// readOwners reads list_owners's records and keeps them by socket cookie.
+// The first fd found for a socket wins, as with seedOwners.
+func (t *Tracer) readOwners(rd io.Reader) error {
 	// Read whole, then size the map once: growing a map of a million
 	// entries step by step costs more than the walk.
 	buf, err := io.ReadAll(retryAgain{rd})
@@ -73,16 +95,36 @@ func (t *Tracer) listOwners() error {
 	if len(buf)%ownerRecSize != 0 {
 		return fmt.Errorf("iter/task_file: %d bytes is not a whole number of %d-byte records", len(buf), ownerRecSize)
 	}
-	t.owners = make(map[uint64]ownerRec, len(buf)/ownerRecSize)
+	// By cookie, an index into ownerList: a map of small values is several
+	// times faster to fill and to probe than one holding the records.
+	n := len(buf) / ownerRecSize
+	owners := make(map[uint64]uint32, n)
+	list := make([]ownerRec, 0, n)
 	le := binary.LittleEndian
 	for b := buf; len(b) >= ownerRecSize; b = b[ownerRecSize:] {
 		cookie := le.Uint64(b[ooffCookie:])
-		if _, dup := t.owners[cookie]; dup || cookie == 0 {
+		if _, dup := owners[cookie]; dup || cookie == 0 {
 			continue
 		}
 		o := ownerRec{pid: le.Uint32(b[ooffPID:]), tid: le.Uint32(b[ooffTID:]), fd: int32(le.Uint32(b[ooffFD:]))}
 		copy(o.comm[:], b[ooffComm:ooffComm+16])
-		t.owners[cookie] = o
+		owners[cookie] = uint32(len(list))
+		list = append(list, o)
+	}
+	t.owners, t.ownerList = owners, list
+	return nil
+}
+
+// joinOwners fills in the owners listOwners found (see joinOwner).
+func (t *Tracer) joinOwners(socks []event.Socket) error {
+	if err := t.awaitOwners(); err != nil {
+		return err
+	}
+	if t.owners == nil {
+		return nil
+	}
+	for i := range socks {
+		t.joinOwner(&socks[i])
 	}
 	return nil
 }
@@ -91,12 +133,15 @@ func (t *Tracer) listOwners() error {
 // owner the kernel side does not know. An owner learned from an event wins,
 // as socket storage did with seedOwners; the walk only adds its fd.
 func (t *Tracer) joinOwner(s *event.Socket) {
-	if t.owners == nil || s.Kind != event.FullSocket || s.Cookie == 0 {
+	if s.Kind != event.FullSocket || s.Cookie == 0 {
 		return
 	}
-	o, ok := t.owners[s.Cookie]
+	i, ok := t.owners[s.Cookie]
+	if !ok {
+		return
+	}
+	o := &t.ownerList[i]
 	switch {
-	case !ok:
 	case !s.OwnerKnown:
 		s.OwnerKnown, s.Source = true, event.OwnerIter
 		s.Owner = event.Task{PID: o.pid, TID: o.tid, Comm: o.comm}

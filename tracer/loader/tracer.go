@@ -89,7 +89,13 @@ type Tracer struct {
 
 	hz uint64 // the kernel's CONFIG_HZ
 
-	owners map[uint64]ownerRec // by socket cookie, with OwnersAtWalk
+	// With OwnersAtWalk: the owners found at start, and their index by
+	// socket cookie.
+	// Written by the background read before ownersDone is closed.
+	owners     map[uint64]uint32
+	ownerList  []ownerRec
+	ownersDone chan struct{} // nil unless listOwners started a read
+	ownersErr  error
 
 	iterMu   sync.Mutex
 	dumpIter *link.Iter // iter/tcp, attached on first walk
@@ -582,6 +588,7 @@ func (t *Tracer) detachAll() {
 // call more than once and concurrently with nothing else.
 func (t *Tracer) Close() error {
 	t.closeOnce.Do(func() {
+		t.awaitOwners() // its error belongs to the walks
 		t.detachAll()
 		var errs []error
 		t.iterMu.Lock()

@@ -8,6 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
@@ -21,6 +24,7 @@ import (
 // Sockets walks the TCP sockets of the caller's network namespace (full,
 // timewait and request sockets) and appends them to dst.
 func (t *Tracer) Sockets(dst []event.Socket) ([]event.Socket, error) {
+	dst = slices.Grow(dst, socketCountHint())
 	it, err := t.tcpIter()
 	if err != nil {
 		return dst, err
@@ -189,10 +193,11 @@ func (t *Tracer) tcpIter() (*link.Iter, error) {
 func (t *Tracer) readSockets(rd io.Reader, dst []event.Socket) ([]event.Socket, error) {
 	br := bufio.NewReaderSize(retryAgain{rd}, 1<<20)
 	var buf [event.SocketSize]byte
+	start := len(dst)
 	for {
 		if _, err := io.ReadFull(br, buf[:]); err != nil {
 			if errors.Is(err, io.EOF) {
-				return dst, nil
+				return dst, t.joinOwners(dst[start:])
 			}
 			return dst, fmt.Errorf("read iter/tcp: %w", err)
 		}
@@ -200,8 +205,37 @@ func (t *Tracer) readSockets(rd io.Reader, dst []event.Socket) ([]event.Socket, 
 		if err := event.DecodeSocket(buf[:], &dst[len(dst)-1]); err != nil {
 			return dst[:len(dst)-1], err
 		}
-		t.joinOwner(&dst[len(dst)-1])
 	}
+}
+
+// socketCountHint estimates how many TCP sockets the caller's namespace
+// has, from /proc/net/sockstat{,6} (hashed full sockets and timewait
+// sockets), so that a walk of a million sockets does not grow its slice
+// twenty times. 0 if unknown: it is only a hint.
+func socketCountHint() int {
+	n := 0
+	for _, f := range [...]struct{ path, prefix string }{
+		{"/proc/net/sockstat", "TCP:"},
+		{"/proc/net/sockstat6", "TCP6:"},
+	} {
+		b, err := os.ReadFile(f.path)
+		if err != nil {
+			continue
+		}
+		for line := range strings.Lines(string(b)) {
+			fields := strings.Fields(line)
+			if len(fields) == 0 || fields[0] != f.prefix {
+				continue
+			}
+			for i := 1; i+1 < len(fields); i += 2 {
+				if fields[i] == "inuse" || fields[i] == "tw" {
+					v, _ := strconv.Atoi(fields[i+1])
+					n += max(v, 0)
+				}
+			}
+		}
+	}
+	return min(n+n/16+64, 1<<24)
 }
 
 // HZ is the kernel's timer frequency (CONFIG_HZ).
