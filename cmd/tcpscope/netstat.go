@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"syscall"
@@ -170,6 +171,12 @@ func runNetstat(ctx context.Context, f netstatFlags, stdout, stderr io.Writer) e
 	if f.udp || f.unix {
 		fmt.Fprintln(stderr, "tcpscope: only TCP sockets are traced: UDP and unix sockets are not shown")
 	}
+	if !f.continuous {
+		// A one-shot view only grows its heap (a walk of every socket,
+		// then its rows) and exits: collecting at every doubling would
+		// rescan it for nothing.
+		debug.SetGCPercent(400)
+	}
 
 	ctx, cancel := commandContext(ctx, stdout, f.continuous)
 	defer cancel()
@@ -198,24 +205,34 @@ func runNetstat(ctx context.Context, f netstatFlags, stdout, stderr io.Writer) e
 		lv.Wait()
 	}()
 
-	// Each print is rendered whole, then written; -c skips a print that
-	// would repeat the previous one (the table changed in a way this view
-	// does not show, e.g. another namespace).
-	var cur, prev bytes.Buffer
-	render := func() error {
-		cur.Reset()
+	render := func(w io.Writer) error {
 		switch {
 		case f.summary:
-			return writeSummary(&cur, tab, f.perNetNS)
+			return writeSummary(w, tab, f.perNetNS)
 		case f.statistics:
-			return writeStatistics(&cur, tab)
+			return writeStatistics(w, tab)
 		}
-		return writeSockets(&cur, tr, tab, lv, v, !f.continuous)
+		return writeSockets(w, tr, tab, lv, v, !f.continuous)
 	}
-	if err := render(); err != nil {
+	if !f.continuous {
+		// One print: straight to stdout (buffered by the writers), not
+		// through a copy of the whole output.
+		out := &recordErr{w: stdout}
+		err := render(out)
+		if out.err != nil {
+			return outputError(out.err)
+		}
 		return err
 	}
-	if _, err := stdout.Write(cur.Bytes()); err != nil || !f.continuous {
+
+	// -c: each print is rendered whole, then written; a print that would
+	// repeat the previous one is skipped (the table changed in a way this
+	// view does not show, e.g. another namespace).
+	var cur, prev bytes.Buffer
+	if err := render(&cur); err != nil {
+		return err
+	}
+	if _, err := stdout.Write(cur.Bytes()); err != nil {
 		return outputError(err)
 	}
 
@@ -239,7 +256,8 @@ func runNetstat(ctx context.Context, f netstatFlags, stdout, stderr io.Writer) e
 			}
 		}
 		last = time.Now()
-		if err := render(); err != nil {
+		cur.Reset()
+		if err := render(&cur); err != nil {
 			return err
 		}
 		if bytes.Equal(cur.Bytes(), prev.Bytes()) {
@@ -254,6 +272,21 @@ func runNetstat(ctx context.Context, f netstatFlags, stdout, stderr io.Writer) e
 			return outputError(err)
 		}
 	}
+}
+
+// recordErr keeps the first write error, to tell a closed stdout (not an
+// error of ours) from a failed walk.
+type recordErr struct {
+	w   io.Writer
+	err error
+}
+
+func (r *recordErr) Write(p []byte) (int, error) {
+	n, err := r.w.Write(p)
+	if err != nil && r.err == nil {
+		r.err = err
+	}
+	return n, err
 }
 
 func outputError(err error) error {
