@@ -181,7 +181,10 @@ func runNetstat(ctx context.Context, f netstatFlags, stdout, stderr io.Writer) e
 	ctx, cancel := commandContext(ctx, stdout, f.continuous)
 	defer cancel()
 
-	tr, err := loader.New(loader.Config{RingBytes: ring, BTFPath: f.btf, Sockets: true, Owners: f.ownerSeed(v)})
+	tr, err := loader.New(loader.Config{RingBytes: ring, BTFPath: f.btf, Sockets: true, Owners: f.ownerSeed(v),
+		// A one-shot view that prints no timers and no ages needs neither in
+		// its walk (-c walks again at each print).
+		BareWalks: !f.continuous && !v.opts.Timers && !v.opts.JSON && !v.opts.Age && v.sortBy != "age"})
 	if err != nil {
 		return err
 	}
@@ -315,6 +318,8 @@ func writeSockets(w io.Writer, tr *loader.Tracer, tab *table.Table, lv *live.Liv
 		}
 	}
 	now := ktime.Now()
+	// Only these print ages; the table lookup costs a cache miss a row.
+	needAge := v.opts.Age || v.opts.JSON || v.sortBy == "age"
 	rows := make([]netstat.Row, 0, len(socks))
 	for i := range socks {
 		s := &socks[i]
@@ -322,6 +327,10 @@ func writeSockets(w io.Writer, tr *loader.Tracer, tab *table.Table, lv *live.Liv
 			continue
 		}
 		row := netstat.Row{Socket: *s}
+		if !needAge {
+			rows = append(rows, row)
+			continue
+		}
 		since, bound := s.Since, lv.SeedMono()
 		if e, ok := tab.Lookup(s.Key()); ok && e.State == s.State {
 			if e.Since != 0 {

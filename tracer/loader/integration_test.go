@@ -1157,7 +1157,8 @@ func TestChurn(t *testing.T) {
 
 // TestOwnerSeedModes: sockets that exist before start get the same owner and
 // fd in a walk whether the seed stored them in the kernel (OwnersInKernel)
-// or joined them in user space (OwnersAtWalk), and none with OwnersNone.
+// or joined them in user space (OwnersAtWalk, also with BareWalks), and
+// none with OwnersNone or when bare walks skip the socket storage.
 // The expected fd is the one /proc/PID/fd links to the socket's inode.
 func TestOwnerSeedModes(t *testing.T) {
 	requireRoot(t)
@@ -1176,14 +1177,17 @@ func TestOwnerSeedModes(t *testing.T) {
 	for _, mode := range []struct {
 		name   string
 		seed   loader.OwnerSeed
+		bare   bool
 		owners bool
 	}{
-		{"in kernel", loader.OwnersInKernel, true},
-		{"at walk", loader.OwnersAtWalk, true},
-		{"none", loader.OwnersNone, false},
+		{"in kernel", loader.OwnersInKernel, false, true},
+		{"at walk", loader.OwnersAtWalk, false, true},
+		{"at walk, bare walks", loader.OwnersAtWalk, true, true},
+		{"none", loader.OwnersNone, false, false},
+		{"in kernel, bare walks", loader.OwnersInKernel, true, false}, // bare walks skip socket storage
 	} {
 		t.Run(mode.name, func(t *testing.T) {
-			tc := startTracer(t, loader.Config{Sockets: true, Owners: mode.seed})
+			tc := startTracer(t, loader.Config{Sockets: true, Owners: mode.seed, BareWalks: mode.bare})
 			socks, err := tc.tr.SocketsIn(nsPath, nil)
 			if err != nil {
 				t.Fatal(err)

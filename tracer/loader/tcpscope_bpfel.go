@@ -178,6 +178,7 @@ const (
 	tcpscopeVarUnusedStatIndex      = "unused_stat_index"
 	tcpscopeVarUnusedTimerEvent     = "unused_timer_event"
 	tcpscopeVarWakeupBytes          = "wakeup_bytes"
+	tcpscopeVarWalkExtras           = "walk_extras"
 )
 
 // loadTcpscope returns the embedded CollectionSpec for tcpscope.
@@ -265,6 +266,7 @@ type tcpscopeVariableSpecs struct {
 	UnusedStatIndex  *ebpf.VariableSpec `ebpf:"unused_stat_index"`
 	UnusedTimerEvent *ebpf.VariableSpec `ebpf:"unused_timer_event"`
 	WakeupBytes      *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
+	WalkExtras       *ebpf.VariableSpec `ebpf:"walk_extras"`
 }
 
 // tcpscopeObjects contains all objects after they have been loaded into the kernel.
@@ -326,6 +328,7 @@ type tcpscopeVariables struct {
 	UnusedStatIndex  *ebpf.Variable `ebpf:"unused_stat_index"`
 	UnusedTimerEvent *ebpf.Variable `ebpf:"unused_timer_event"`
 	WakeupBytes      *ebpf.Variable `ebpf:"wakeup_bytes"`
+	WalkExtras       *ebpf.Variable `ebpf:"walk_extras"`
 }
 
 // tcpscopePrograms contains all programs after they have been loaded into the kernel.
