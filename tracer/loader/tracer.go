@@ -182,6 +182,19 @@ func (t *Tracer) install() error {
 }
 
 func (t *Tracer) load() error {
+	// /proc/kallsyms is slow to read (the kernel formats every symbol
+	// before ours): read it while the object is parsed.
+	type symsResult struct {
+		syms map[string]uint64
+		err  error
+	}
+	symsc := make(chan symsResult, 1)
+	if t.cfg.Sockets {
+		go func() {
+			syms, err := kernelSymbols("tw_timer_handler", "reqsk_timer_handler")
+			symsc <- symsResult{syms, err}
+		}()
+	}
 	spec, err := loadTcpscope()
 	if err != nil {
 		return fmt.Errorf("parse BPF object: %w", err)
@@ -214,7 +227,8 @@ func (t *Tracer) load() error {
 		val  any
 	}{"ns_per_jiffy", uint64(time.Second) / hz})
 	if t.cfg.Sockets {
-		syms, err := kernelSymbols("tw_timer_handler", "reqsk_timer_handler")
+		r := <-symsc
+		syms, err := r.syms, r.err
 		if err != nil {
 			t.warnings = append(t.warnings, fmt.Sprintf("TIME_WAIT and SYN_RECV sockets not followed live: %v", err))
 		}
