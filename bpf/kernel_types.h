@@ -165,6 +165,11 @@ struct tcp_request_sock {
 	struct inet_request_sock req;
 };
 
+/* An MPTCP socket; the TCP socket in the kernel's tables is its subflow. */
+struct mptcp_sock {
+	struct sock *first;
+};
+
 struct fdtable {
 	unsigned int max_fds;
 	struct file **fd;

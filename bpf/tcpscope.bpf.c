@@ -25,6 +25,7 @@ char LICENSE[] SEC("license") = "GPL";
 #define AF_INET 2
 #define AF_INET6 10
 #define IPPROTO_TCP 6
+#define IPPROTO_MPTCP 262
 #define PF_KTHREAD 0x00200000
 #define S_IFMT 00170000
 #define S_IFSOCK 0140000
@@ -338,18 +339,16 @@ static __always_inline __u32 sock_netns(const struct sock *sk)
 	return sk->__sk_common.skc_net.net->ns.inum;
 }
 
-/* A socket's inode is allocated with it (SOCK_INODE() in the kernel): read
- * it there rather than through its file, one cache miss fewer per socket. */
-extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
-
+/* A socket's inode is allocated with it (SOCK_INODE() in the kernel): one
+ * read there instead of two dependent loads through its file, which cost a
+ * cache miss more per socket. */
 static __always_inline __u64 sock_inode(const struct sock *sk)
 {
 	struct socket *sock = sk->sk_socket;
 
 	if (!sock || !sock->file)
 		return 0;
-	struct socket_alloc *sa = bpf_rdonly_cast(sock, bpf_core_type_id_kernel(struct socket_alloc));
-	return sa->vfs_inode.i_ino;
+	return BPF_CORE_READ((struct socket_alloc *)sock, vfs_inode.i_ino);
 }
 
 static __always_inline bool claimed(struct claims *c, __u64 sk, __u32 states)
@@ -706,24 +705,43 @@ int list_owners(struct bpf_iter__task_file *ctx)
 	if (!sock)
 		return 0;
 	struct sock *sk = sock->sk;
-	if (!sk || sk->sk_protocol != IPPROTO_TCP)
+	if (!sk)
 		return 0;
-	__u8 state = sk->__sk_common.skc_state;
-	if (state == TCP_CLOSE)
-		return 0;
-
 	struct owner_rec r = {
-		.cookie = bpf_get_socket_cookie(sk),
 		.pid = task->tgid,
 		.tid = task->pid,
 		.fd = ctx->fd,
 	};
+	__u8 state;
+	if (sk->sk_protocol == IPPROTO_TCP) {
+		state = sk->__sk_common.skc_state;
+		r.cookie = bpf_get_socket_cookie(sk);
+	} else if (sk->sk_protocol == IPPROTO_MPTCP && bpf_core_type_exists(struct mptcp_sock)) {
+		/* An MPTCP socket (Go listens with MPTCP by default, and its
+		 * accepted sockets are MPTCP ones even when the peer speaks
+		 * plain TCP): the socket in the TCP tables is its first
+		 * subflow, a pointer this program may only probe-read. Its
+		 * cookie if it has one, else its address (user space tells
+		 * them apart: cookies count up from 1, addresses are kernel
+		 * ones). */
+		sk = BPF_CORE_READ((struct mptcp_sock *)sk, first);
+		if (!sk)
+			return 0;
+		state = BPF_CORE_READ(sk, __sk_common.skc_state);
+		r.cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+		if (!r.cookie)
+			r.cookie = (__u64)sk;
+	} else {
+		return 0;
+	}
+	if (state == TCP_CLOSE)
+		return 0;
 	__builtin_memcpy(r.comm, task->comm, sizeof(r.comm));
 	bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
 
 	if (state == TCP_LISTEN) {
 		struct listener_key lk = {
-			.netns = sock_netns(sk),
+			.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum),
 			.port = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport)),
 		};
 		struct listener_owner lo = {.skaddr = (__u64)sk, .pid = r.pid, .tid = r.tid};
@@ -914,28 +932,42 @@ int dump_tcp(struct bpf_iter__tcp *ctx)
 	}
 
 	if (r.state == TCP_TIME_WAIT) {
+		/* bpf_skc_to_tcp_timewait_sock() wants tcp_prot or tcpv6_prot;
+		 * an MPTCP subflow's timewait socket has MPTCP's copy of them
+		 * (Go listens with MPTCP by default): read those through probe
+		 * reads. In the TCP hash, TIME_WAIT is always a timewait socket. */
 		struct tcp_timewait_sock *tw = bpf_skc_to_tcp_timewait_sock(skc);
-		if (!tw)
-			return 0;
-		struct inet_timewait_sock *itw = &tw->tw_sk;
 		r.kind = 1;
 		r.cookie = skc->skc_cookie.counter;
-		r.state = itw->tw_substate;
-		r.sport = bpf_ntohs(itw->tw_sport);
 		r.timer = 3;
-		r.timer_ns = jiffies_left_ns(itw->tw_timer.expires);
+		if (tw) {
+			struct inet_timewait_sock *itw = &tw->tw_sk;
+			r.state = itw->tw_substate;
+			r.sport = bpf_ntohs(itw->tw_sport);
+			r.timer_ns = jiffies_left_ns(itw->tw_timer.expires);
+		} else {
+			struct inet_timewait_sock *itw = (void *)skc;
+			r.state = BPF_CORE_READ(itw, tw_substate);
+			r.sport = bpf_ntohs(BPF_CORE_READ(itw, tw_sport));
+			r.timer_ns = jiffies_left_ns(BPF_CORE_READ(itw, tw_timer.expires));
+		}
 	} else if (r.state == TCP_NEW_SYN_RECV) {
+		/* As above, for MPTCP listeners' request sockets. */
 		struct tcp_request_sock *req = bpf_skc_to_tcp_request_sock(skc);
-		if (!req)
-			return 0;
-		struct request_sock *rs = &req->req.req;
 		r.kind = 2;
 		r.cookie = skc->skc_cookie.counter;
 		r.state = TCP_SYN_RECV;
 		r.sport = skc->skc_num;
 		r.timer = 1;
-		r.timer_ns = jiffies_left_ns(rs->rsk_timer.expires);
-		r.retransmits = rs->num_timeout;
+		if (req) {
+			struct request_sock *rs = &req->req.req;
+			r.timer_ns = jiffies_left_ns(rs->rsk_timer.expires);
+			r.retransmits = rs->num_timeout;
+		} else {
+			struct request_sock *rs = (void *)skc;
+			r.timer_ns = jiffies_left_ns(BPF_CORE_READ(rs, rsk_timer.expires));
+			r.retransmits = BPF_CORE_READ(rs, num_timeout);
+		}
 	} else {
 		struct tcp_sock *tp = bpf_skc_to_tcp_sock(skc);
 		if (!tp)

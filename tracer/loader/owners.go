@@ -99,6 +99,7 @@ func (t *Tracer) readOwners(rd io.Reader) error {
 	// times faster to fill and to probe than one holding the records.
 	n := len(buf) / ownerRecSize
 	owners := make(map[uint64]uint32, n)
+	byAddr := false
 	list := make([]ownerRec, 0, n)
 	le := binary.LittleEndian
 	for b := buf; len(b) >= ownerRecSize; b = b[ownerRecSize:] {
@@ -110,8 +111,11 @@ func (t *Tracer) readOwners(rd io.Reader) error {
 		copy(o.comm[:], b[ooffComm:ooffComm+16])
 		owners[cookie] = uint32(len(list))
 		list = append(list, o)
+		// An MPTCP subflow without a cookie yet is listed by its address:
+		// kernel addresses have the top bit set, cookies count up from 1.
+		byAddr = byAddr || cookie>>63 != 0
 	}
-	t.owners, t.ownerList = owners, list
+	t.owners, t.ownerList, t.ownersByAddr = owners, list, byAddr
 	return nil
 }
 
@@ -137,6 +141,9 @@ func (t *Tracer) joinOwner(s *event.Socket) {
 		return
 	}
 	i, ok := t.owners[s.Cookie]
+	if !ok && t.ownersByAddr {
+		i, ok = t.owners[s.SockAddr]
+	}
 	if !ok {
 		return
 	}

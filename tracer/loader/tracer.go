@@ -98,10 +98,11 @@ type Tracer struct {
 	// With OwnersAtWalk: the owners found at start, and their index by
 	// socket cookie.
 	// Written by the background read before ownersDone is closed.
-	owners     map[uint64]uint32
-	ownerList  []ownerRec
-	ownersDone chan struct{} // nil unless listOwners started a read
-	ownersErr  error
+	owners       map[uint64]uint32
+	ownerList    []ownerRec
+	ownersByAddr bool          // some owners are keyed by socket address, not cookie
+	ownersDone   chan struct{} // nil unless listOwners started a read
+	ownersErr    error
 
 	iterMu   sync.Mutex
 	dumpIter *link.Iter // iter/tcp, attached on first walk
