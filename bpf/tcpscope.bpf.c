@@ -155,6 +155,18 @@ struct sock_rec {
 	char comm[16];
 };
 
+/* One socket fd as iter/task_file finds it (list_owners): the owner of a
+ * socket that predates the tracer, joined with the iter/tcp walk in user
+ * space by cookie. */
+struct owner_rec {
+	__u64 cookie;
+	__u32 pid;
+	__u32 tid;
+	__s32 fd;
+	__u32 _pad;
+	char comm[16];
+};
+
 /* Per-socket state kept between transitions. */
 struct sock_info {
 	__u64 cookie;   /* in `accepted`: the socket's cookie, 0 if not generated yet */
@@ -281,6 +293,7 @@ struct event *unused_event __attribute__((unused));
 struct timer_event *unused_timer_event __attribute__((unused));
 struct sock_rec *unused_sock_rec __attribute__((unused));
 struct holder_rec *unused_holder_rec __attribute__((unused));
+struct owner_rec *unused_owner_rec __attribute__((unused));
 enum stat_index *unused_stat_index __attribute__((unused));
 
 /* Kernel-side filters for `trace`, set at load time. 0 means "any". */
@@ -298,6 +311,10 @@ const volatile __u64 wakeup_bytes = 1 << 21;
 const volatile __u64 tw_timer_fn = 0;
 const volatile __u64 req_timer_fn = 0;
 const volatile __u64 ns_per_jiffy = 4000000;
+/* 0: dump_tcp leaves out full sockets' timers and what socket storage
+ * holds (state age, owner from events), for views that print neither: the
+ * storage lookup alone is a cache miss per socket. Set by the loader. */
+const volatile __u8 walk_extras = 1;
 
 static __always_inline void stat_inc(__u32 idx)
 {
@@ -331,13 +348,16 @@ static __always_inline __u32 sock_netns(const struct sock *sk)
 	return sk->__sk_common.skc_net.net->ns.inum;
 }
 
+/* A socket's inode is allocated with it (SOCK_INODE() in the kernel): one
+ * read there instead of two dependent loads through its file, which cost a
+ * cache miss more per socket. */
 static __always_inline __u64 sock_inode(const struct sock *sk)
 {
 	struct socket *sock = sk->sk_socket;
 
 	if (!sock || !sock->file)
 		return 0;
-	return sock->file->f_inode->i_ino;
+	return BPF_CORE_READ((struct socket_alloc *)sock, vfs_inode.i_ino);
 }
 
 static __always_inline bool claimed(struct claims *c, __u64 sk, __u32 states)
@@ -706,6 +726,69 @@ int seed_owners(struct bpf_iter__task_file *ctx)
 	return 0;
 }
 
+/* The owners seed_owners would store, written out instead, one owner_rec
+ * per socket fd: for one-shot views, which join them with their walk in user
+ * space. Creating socket storage for every socket costs several times more
+ * than writing a record. Listeners still go into `listeners`, so children
+ * accepted during the run inherit their owner. */
+SEC("iter/task_file")
+int list_owners(struct bpf_iter__task_file *ctx)
+{
+	struct task_struct *task = ctx->task;
+	struct file *file = ctx->file;
+
+	if (!task || !file)
+		return 0;
+	struct socket *sock = bpf_sock_from_file(file);
+	if (!sock)
+		return 0;
+	struct sock *sk = sock->sk;
+	if (!sk)
+		return 0;
+	struct owner_rec r = {
+		.pid = task->tgid,
+		.tid = task->pid,
+		.fd = ctx->fd,
+	};
+	__u8 state;
+	if (sk->sk_protocol == IPPROTO_TCP) {
+		state = sk->__sk_common.skc_state;
+		r.cookie = bpf_get_socket_cookie(sk);
+	} else if (sk->sk_protocol == IPPROTO_MPTCP && bpf_core_type_exists(struct mptcp_sock)) {
+		/* An MPTCP socket (Go listens with MPTCP by default, and its
+		 * accepted sockets are MPTCP ones even when the peer speaks
+		 * plain TCP): the socket in the TCP tables is its first
+		 * subflow, a pointer this program may only probe-read. Its
+		 * cookie if it has one, else its address (user space tells
+		 * them apart: cookies count up from 1, addresses are kernel
+		 * ones). */
+		sk = BPF_CORE_READ((struct mptcp_sock *)sk, first);
+		if (!sk)
+			return 0;
+		state = BPF_CORE_READ(sk, __sk_common.skc_state);
+		r.cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+		if (!r.cookie)
+			r.cookie = (__u64)sk;
+	} else {
+		return 0;
+	}
+	if (state == TCP_CLOSE)
+		return 0;
+	__builtin_memcpy(r.comm, task->comm, sizeof(r.comm));
+	bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
+
+	if (state == TCP_LISTEN) {
+		struct listener_key lk = {
+			.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum),
+			.port = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport)),
+		};
+		struct listener_owner lo = {.skaddr = (__u64)sk, .pid = r.pid, .tid = r.tid};
+		__builtin_memcpy(lo.comm, r.comm, sizeof(lo.comm));
+		bpf_map_update_elem(&listeners, &lk, &lo, BPF_NOEXIST);
+	}
+	return 0;
+}
+
 /* Copy a sock_common's tuple (shared by full, timewait and request sockets)
  * through probe reads: the pointer was derived, not handed to us trusted. */
 static __always_inline void read_tuple(const struct sock_common *skc, __u8 *saddr, __u8 *daddr,
@@ -811,6 +894,9 @@ int BPF_PROG(on_timer_cancel, struct timer_list *timer)
 #define ICSK_TIME_LOSS_PROBE 5
 #define ICSK_TIME_REO_TIMEOUT 6
 
+/* The iterator hands us a trusted sock_common, and the bpf_skc_to_* casts
+ * return trusted pointers too: everything below is read with plain loads
+ * (guarded by the JIT), several times cheaper than probe reads. */
 static __always_inline void fill_full(struct sock_rec *r, struct tcp_sock *tp)
 {
 	struct sock *sk = &tp->inet_conn.icsk_inet.sk;
@@ -819,13 +905,14 @@ static __always_inline void fill_full(struct sock_rec *r, struct tcp_sock *tp)
 
 	r->cookie = bpf_get_socket_cookie(sk);
 	r->sport = bpf_ntohs(tp->inet_conn.icsk_inet.inet_sport);
-	r->uid = sk->sk_uid.val;
 	r->inode = sock_inode(sk);
 	if (r->state == TCP_LISTEN)
 		r->rx_queue = sk->sk_ack_backlog;
 	else
 		r->rx_queue = (__s32)(tp->rcv_nxt - tp->copied_seq) > 0 ? tp->rcv_nxt - tp->copied_seq : 0;
 	r->tx_queue = tp->write_seq - tp->snd_una;
+	if (!walk_extras)
+		return;
 	r->retransmits = icsk->icsk_retransmits;
 	r->probes = icsk->icsk_probes_out;
 	/* The same choice of timer as /proc/net/tcp makes. */
@@ -883,31 +970,57 @@ int dump_tcp(struct bpf_iter__tcp *ctx)
 	r.skaddr = (__u64)skc;
 	r.fd = -1;
 	r.state = skc->skc_state;
-	r.netns = BPF_CORE_READ(skc, skc_net.net, ns.inum);
-	read_tuple(skc, r.saddr, r.daddr, &r.family, &r.dport);
+	r.netns = skc->skc_net.net->ns.inum;
+	/* What /proc/net/tcp prints: 0 for timewait sockets, the listener's
+	 * for request sockets. */
+	r.uid = ctx->uid;
+	r.family = skc->skc_family;
+	r.dport = bpf_ntohs(skc->skc_dport);
+	if (r.family == AF_INET6) {
+		__builtin_memcpy(r.saddr, skc->skc_v6_rcv_saddr.in6_u.u6_addr8, 16);
+		__builtin_memcpy(r.daddr, skc->skc_v6_daddr.in6_u.u6_addr8, 16);
+	} else {
+		*(__u32 *)r.saddr = skc->skc_rcv_saddr;
+		*(__u32 *)r.daddr = skc->skc_daddr;
+	}
 
 	if (r.state == TCP_TIME_WAIT) {
-		/* Not bpf_skc_to_tcp_timewait_sock: it checks tw_prot against
-		 * tcp(v6)_prot and so misses the timewait sockets of MPTCP
-		 * subflows (Go listeners). iter/tcp only yields TCP sockets. */
-		struct inet_timewait_sock *itw = (void *)skc;
+		/* bpf_skc_to_tcp_timewait_sock() wants tcp_prot or tcpv6_prot;
+		 * an MPTCP subflow's timewait socket has MPTCP's copy of them
+		 * (Go listens with MPTCP by default): read those through probe
+		 * reads. In the TCP hash, TIME_WAIT is always a timewait socket. */
+		struct tcp_timewait_sock *tw = bpf_skc_to_tcp_timewait_sock(skc);
 		r.kind = 1;
-		r.cookie = BPF_CORE_READ(skc, skc_cookie.counter);
-		r.state = BPF_CORE_READ(itw, tw_substate);
-		r.sport = bpf_ntohs(BPF_CORE_READ(itw, tw_sport));
+		r.cookie = skc->skc_cookie.counter;
 		r.timer = 3;
-		r.timer_ns = jiffies_left_ns(BPF_CORE_READ(itw, tw_timer.expires));
+		if (tw) {
+			struct inet_timewait_sock *itw = &tw->tw_sk;
+			r.state = itw->tw_substate;
+			r.sport = bpf_ntohs(itw->tw_sport);
+			r.timer_ns = jiffies_left_ns(itw->tw_timer.expires);
+		} else {
+			struct inet_timewait_sock *itw = (void *)skc;
+			r.state = BPF_CORE_READ(itw, tw_substate);
+			r.sport = bpf_ntohs(BPF_CORE_READ(itw, tw_sport));
+			r.timer_ns = jiffies_left_ns(BPF_CORE_READ(itw, tw_timer.expires));
+		}
 	} else if (r.state == TCP_NEW_SYN_RECV) {
-		/* Not bpf_skc_to_tcp_request_sock, for the same reason. */
-		struct request_sock *rs = (void *)skc;
+		/* As above, for MPTCP listeners' request sockets. */
+		struct tcp_request_sock *req = bpf_skc_to_tcp_request_sock(skc);
 		r.kind = 2;
-		r.cookie = BPF_CORE_READ(skc, skc_cookie.counter);
+		r.cookie = skc->skc_cookie.counter;
 		r.state = TCP_SYN_RECV;
-		r.sport = BPF_CORE_READ(skc, skc_num);
-		r.uid = BPF_CORE_READ(skc, skc_listener, sk_uid.val);
+		r.sport = skc->skc_num;
 		r.timer = 1;
-		r.timer_ns = jiffies_left_ns(BPF_CORE_READ(rs, rsk_timer.expires));
-		r.retransmits = BPF_CORE_READ(rs, num_timeout);
+		if (req) {
+			struct request_sock *rs = &req->req.req;
+			r.timer_ns = jiffies_left_ns(rs->rsk_timer.expires);
+			r.retransmits = rs->num_timeout;
+		} else {
+			struct request_sock *rs = (void *)skc;
+			r.timer_ns = jiffies_left_ns(BPF_CORE_READ(rs, rsk_timer.expires));
+			r.retransmits = BPF_CORE_READ(rs, num_timeout);
+		}
 	} else {
 		struct tcp_sock *tp = bpf_skc_to_tcp_sock(skc);
 		if (!tp)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"syscall"
@@ -147,6 +148,22 @@ func (f *netstatFlags) view() (netstatView, error) {
 	return v, nil
 }
 
+// ownerSeed picks the cheapest way to know the owners of existing sockets
+// that still gives this view what it prints: -c keeps them in the kernel
+// (its events need them), a one-shot view joins them with its one walk, and
+// views without owners skip them.
+func (f *netstatFlags) ownerSeed(v netstatView) loader.OwnerSeed {
+	switch {
+	case f.continuous:
+		return loader.OwnersInKernel
+	case f.summary || f.statistics:
+		return loader.OwnersNone
+	case v.opts.Program || v.opts.JSON || v.sortBy == "pid":
+		return loader.OwnersAtWalk
+	}
+	return loader.OwnersNone
+}
+
 func runNetstat(ctx context.Context, f netstatFlags, stdout, stderr io.Writer) error {
 	v, err := f.view()
 	if err != nil {
@@ -159,11 +176,20 @@ func runNetstat(ctx context.Context, f netstatFlags, stdout, stderr io.Writer) e
 	if f.udp || f.unix {
 		fmt.Fprintln(stderr, "tcpscope: only TCP sockets are traced: UDP and unix sockets are not shown")
 	}
+	if !f.continuous {
+		// A one-shot view only grows its heap (a walk of every socket,
+		// then its rows) and exits: collecting at every doubling would
+		// rescan it for nothing.
+		debug.SetGCPercent(400)
+	}
 
 	ctx, cancel := commandContext(ctx, stdout, f.continuous)
 	defer cancel()
 
-	tr, err := loader.New(loader.Config{RingBytes: ring, BTFPath: f.btf, Sockets: true})
+	tr, err := loader.New(loader.Config{RingBytes: ring, BTFPath: f.btf, Sockets: true, Owners: f.ownerSeed(v),
+		// A one-shot view that prints no timers and no ages needs neither in
+		// its walk (-c walks again at each print).
+		BareWalks: !f.continuous && !v.opts.Timers && !v.opts.JSON && !v.opts.Age && v.sortBy != "age"})
 	if err != nil {
 		return err
 	}
@@ -175,6 +201,9 @@ func runNetstat(ctx context.Context, f netstatFlags, stdout, stderr io.Writer) e
 	tab := table.New()
 	lv, err := live.Start(ctx, tr, tab, live.Options{
 		Notify: func(msg string) { fmt.Fprintf(stderr, "tcpscope: %s\n", msg) },
+		// A one-shot socket list shows only our namespace; the summary and
+		// -s count the whole host, and -c keeps a table of it.
+		OwnNetNSOnly: !f.continuous && !f.summary && !f.statistics,
 	})
 	if err != nil {
 		return err
@@ -184,24 +213,34 @@ func runNetstat(ctx context.Context, f netstatFlags, stdout, stderr io.Writer) e
 		lv.Wait()
 	}()
 
-	// Each print is rendered whole, then written; -c skips a print that
-	// would repeat the previous one (the table changed in a way this view
-	// does not show, e.g. another namespace).
-	var cur, prev bytes.Buffer
-	render := func() error {
-		cur.Reset()
+	render := func(w io.Writer) error {
 		switch {
 		case f.summary:
-			return writeSummary(&cur, tab, f.perNetNS)
+			return writeSummary(w, tab, f.perNetNS)
 		case f.statistics:
-			return writeStatistics(&cur, tab)
+			return writeStatistics(w, tab)
 		}
-		return writeSockets(&cur, tr, tab, lv, v, !f.continuous)
+		return writeSockets(w, tr, tab, lv, v, !f.continuous)
 	}
-	if err := render(); err != nil {
+	if !f.continuous {
+		// One print: straight to stdout (buffered by the writers), not
+		// through a copy of the whole output.
+		out := &recordErr{w: stdout}
+		err := render(out)
+		if out.err != nil {
+			return outputError(out.err)
+		}
 		return err
 	}
-	if _, err := stdout.Write(cur.Bytes()); err != nil || !f.continuous {
+
+	// -c: each print is rendered whole, then written; a print that would
+	// repeat the previous one is skipped (the table changed in a way this
+	// view does not show, e.g. another namespace).
+	var cur, prev bytes.Buffer
+	if err := render(&cur); err != nil {
+		return err
+	}
+	if _, err := stdout.Write(cur.Bytes()); err != nil {
 		return outputError(err)
 	}
 
@@ -225,7 +264,8 @@ func runNetstat(ctx context.Context, f netstatFlags, stdout, stderr io.Writer) e
 			}
 		}
 		last = time.Now()
-		if err := render(); err != nil {
+		cur.Reset()
+		if err := render(&cur); err != nil {
 			return err
 		}
 		if bytes.Equal(cur.Bytes(), prev.Bytes()) {
@@ -240,6 +280,21 @@ func runNetstat(ctx context.Context, f netstatFlags, stdout, stderr io.Writer) e
 			return outputError(err)
 		}
 	}
+}
+
+// recordErr keeps the first write error, to tell a closed stdout (not an
+// error of ours) from a failed walk.
+type recordErr struct {
+	w   io.Writer
+	err error
+}
+
+func (r *recordErr) Write(p []byte) (int, error) {
+	n, err := r.w.Write(p)
+	if err != nil && r.err == nil {
+		r.err = err
+	}
+	return n, err
 }
 
 func outputError(err error) error {
@@ -268,6 +323,8 @@ func writeSockets(w io.Writer, tr *loader.Tracer, tab *table.Table, lv *live.Liv
 		}
 	}
 	now := ktime.Now()
+	// Only these print ages; the table lookup costs a cache miss a row.
+	needAge := v.opts.Age || v.opts.JSON || v.sortBy == "age"
 	rows := make([]netstat.Row, 0, len(socks))
 	for i := range socks {
 		s := &socks[i]
@@ -275,6 +332,10 @@ func writeSockets(w io.Writer, tr *loader.Tracer, tab *table.Table, lv *live.Liv
 			continue
 		}
 		row := netstat.Row{Socket: *s}
+		if !needAge {
+			rows = append(rows, row)
+			continue
+		}
 		since, bound := s.Since, lv.SeedMono()
 		if e, ok := tab.Lookup(s.Key()); ok && e.State == s.State {
 			if e.Since != 0 {

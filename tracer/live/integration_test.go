@@ -1044,26 +1044,36 @@ func BenchmarkSeed(b *testing.B) {
 	requireRoot(b)
 	ns := newNetNS(b)
 	timewaits(b, ns, n)
-	tr, err := loader.New(loader.Config{Sockets: true})
-	if err != nil {
-		b.Fatal(err)
+	// full: what -c and trace walk; bare: one-shot views without timers or
+	// ages (loader.Config.BareWalks).
+	for _, mode := range []struct {
+		name string
+		bare bool
+	}{{"full", false}, {"bare", true}} {
+		bare := mode.bare
+		b.Run(mode.name, func(b *testing.B) {
+			tr, err := loader.New(loader.Config{Sockets: true, BareWalks: bare, Owners: loader.OwnersNone})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer tr.Close()
+			var buf []event.Socket
+			socks := 0
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				tab := table.New()
+				tab.BeginSync()
+				snap, walked, err := tr.AllSockets(buf[:0])
+				if err != nil {
+					b.Fatal(err)
+				}
+				tab.EndSync(snap, ktime.Now(), walked)
+				socks = len(snap)
+				buf = snap
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(socks), "ns/socket")
+			b.ReportMetric(float64(socks), "sockets")
+		})
 	}
-	defer tr.Close()
-	var buf []event.Socket
-	socks := 0
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		tab := table.New()
-		tab.BeginSync()
-		snap, walked, err := tr.AllSockets(buf[:0])
-		if err != nil {
-			b.Fatal(err)
-		}
-		tab.EndSync(snap, ktime.Now(), walked)
-		socks = len(snap)
-		buf = snap
-	}
-	b.StopTimer()
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(socks), "ns/socket")
-	b.ReportMetric(float64(socks), "sockets")
 }

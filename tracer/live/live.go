@@ -21,6 +21,7 @@ import (
 type Source interface {
 	Run(ctx context.Context, sink loader.Sink) error
 	AllSockets(dst []event.Socket) ([]event.Socket, map[uint32]bool, error)
+	OwnSockets(dst []event.Socket) ([]event.Socket, map[uint32]bool, error)
 	Barrier(ctx context.Context) error
 }
 
@@ -34,6 +35,11 @@ type Options struct {
 	// MinResyncInterval spaces resyncs caused by table mismatches
 	// (default 1s); lost events always resync at once.
 	MinResyncInterval time.Duration
+	// OwnNetNSOnly walks only the caller's network namespace (seed and
+	// resyncs), for views that show nothing else: every namespace walked
+	// costs a scan of all the host's sockets. Events of other namespaces
+	// are then ignored: the table holds only the caller's namespace.
+	OwnNetNSOnly bool
 }
 
 // Live runs a tracer into a table.
@@ -42,6 +48,7 @@ type Live struct {
 	tab  *table.Table
 	opts Options
 
+	ownNS        uint32 // with OwnNetNSOnly: the only namespace kept
 	seedMono     uint64
 	lastSyncMono uint64
 	resync       chan string
@@ -73,6 +80,13 @@ func Start(ctx context.Context, src Source, tab *table.Table, opts Options) (*Li
 		resync: make(chan string, 1),
 		runErr: make(chan error, 1),
 		done:   make(chan struct{}),
+	}
+	if opts.OwnNetNSOnly {
+		ns, err := loader.OwnNetNS()
+		if err != nil {
+			return nil, err
+		}
+		l.ownNS = ns
 	}
 	l.seeding.Store(true)
 	tab.BeginSync()
@@ -126,7 +140,11 @@ func (l *Live) Done() <-chan struct{} { return l.done }
 // committed during the walk, and merges.
 func (l *Live) sync(ctx context.Context) error {
 	mono := ktime.Now()
-	snap, walked, err := l.src.AllSockets(l.walkBuf[:0])
+	walk := l.src.AllSockets
+	if l.opts.OwnNetNSOnly {
+		walk = l.src.OwnSockets
+	}
+	snap, walked, err := walk(l.walkBuf[:0])
 	if err != nil {
 		l.tab.EndSync(nil, mono, map[uint32]bool{}) // leave sync mode, change nothing
 		return err
@@ -191,6 +209,9 @@ func (l *Live) requestResync(why string) {
 type sink struct{ l *Live }
 
 func (s sink) Event(e *event.Event) {
+	if s.l.ownNS != 0 && e.NetNS != s.l.ownNS {
+		return
+	}
 	s.l.tab.Apply(e)
 	if s.l.opts.Event != nil {
 		s.l.opts.Event(e)

@@ -1154,3 +1154,86 @@ func TestChurn(t *testing.T) {
 		}
 	}
 }
+
+// TestOwnerSeedModes: sockets that exist before start get the same owner and
+// fd in a walk whether the seed stored them in the kernel (OwnersInKernel)
+// or joined them in user space (OwnersAtWalk, also with BareWalks), and
+// none with OwnersNone or when bare walks skip the socket storage.
+// The expected fd is the one /proc/PID/fd links to the socket's inode.
+func TestOwnerSeedModes(t *testing.T) {
+	requireRoot(t)
+	srv := startProc(t, sockproc.Options{Comm: "tsp-seed-srv"})
+	cli := startProc(t, sockproc.Options{Comm: "tsp-seed-cli"})
+	l := must[sockproc.Sock](t)(srv.Listen(netip.MustParseAddrPort("127.0.0.1:0")))
+	c := must[sockproc.Sock](t)(cli.Connect(l.Local))
+	a := must[sockproc.Sock](t)(srv.Accept(l))
+	type want struct {
+		sock sockproc.Sock
+		who  who
+	}
+	wants := []want{{l, whoOf(srv)}, {c, whoOf(cli)}, {a, whoOf(srv)}}
+	nsPath := "/proc/" + strconv.Itoa(srv.Pid()) + "/ns/net"
+
+	for _, mode := range []struct {
+		name   string
+		seed   loader.OwnerSeed
+		bare   bool
+		owners bool
+	}{
+		{"in kernel", loader.OwnersInKernel, false, true},
+		{"at walk", loader.OwnersAtWalk, false, true},
+		{"at walk, bare walks", loader.OwnersAtWalk, true, true},
+		{"none", loader.OwnersNone, false, false},
+		{"in kernel, bare walks", loader.OwnersInKernel, true, false}, // bare walks skip socket storage
+	} {
+		t.Run(mode.name, func(t *testing.T) {
+			tc := startTracer(t, loader.Config{Sockets: true, Owners: mode.seed, BareWalks: mode.bare})
+			socks, err := tc.tr.SocketsIn(nsPath, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			byInode := map[uint64]event.Socket{}
+			for _, s := range socks {
+				byInode[s.Inode] = s
+			}
+			for _, w := range wants {
+				s, ok := byInode[w.sock.Inode]
+				if !ok {
+					t.Errorf("socket %v (inode %d) not in the walk", w.sock.Local, w.sock.Inode)
+					continue
+				}
+				if !mode.owners {
+					if s.OwnerKnown || s.FD != -1 {
+						t.Errorf("socket %v: owner %d/%s fd %d, want none", w.sock.Local, s.Owner.PID, s.Owner.CommBytes(), s.FD)
+					}
+					continue
+				}
+				fd := fdOf(t, w.who.pid, w.sock.Inode)
+				if !s.OwnerKnown || s.Source != event.OwnerIter || int(s.Owner.PID) != w.who.pid ||
+					string(s.Owner.CommBytes()) != w.who.comm || int(s.FD) != fd {
+					t.Errorf("socket %v: owner %d/%s fd %d source %v known %v, want %d/%s fd %d from the fd walk",
+						w.sock.Local, s.Owner.PID, s.Owner.CommBytes(), s.FD, s.Source, s.OwnerKnown, w.who.pid, w.who.comm, fd)
+				}
+			}
+		})
+	}
+}
+
+// fdOf returns the fd of process pid that refers to the socket inode.
+func fdOf(t *testing.T, pid int, inode uint64) int {
+	t.Helper()
+	dir := "/proc/" + strconv.Itoa(pid) + "/fd"
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "socket:[" + strconv.FormatUint(inode, 10) + "]"
+	for _, e := range ents {
+		if link, err := os.Readlink(dir + "/" + e.Name()); err == nil && link == want {
+			fd, _ := strconv.Atoi(e.Name())
+			return fd
+		}
+	}
+	t.Fatalf("process %d has no fd for socket inode %d", pid, inode)
+	return -1
+}

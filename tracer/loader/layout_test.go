@@ -49,3 +49,7 @@ func TestHolderLayoutMatchesBPF(t *testing.T) {
 		t.Fatalf("struct holder_rec is %d bytes in the BPF object, the reader expects %d", s, holderRecSize)
 	}
 }
+
+func TestOwnerLayoutMatchesBPF(t *testing.T) {
+	checkLayout(t, "owner_rec", reflect.TypeOf(tcpscopeOwnerRec{}), ownerRecSize, ownerRecLayout())
+}

@@ -77,6 +77,16 @@ type tcpscopeListenerOwner struct {
 	Comm   [16]int8
 }
 
+type tcpscopeOwnerRec struct {
+	_      structs.HostLayout
+	Cookie uint64
+	Pid    uint32
+	Tid    uint32
+	Fd     int32
+	Pad    uint32
+	Comm   [16]int8
+}
+
 type tcpscopeSockInfo struct {
 	_        structs.HostLayout
 	Cookie   uint64
@@ -161,6 +171,7 @@ const (
 	tcpscopeMapStats                = "stats"
 	tcpscopeProgDumpTcp             = "dump_tcp"
 	tcpscopeProgFindHolders         = "find_holders"
+	tcpscopeProgListOwners          = "list_owners"
 	tcpscopeProgOnAccept4Exit       = "on_accept4_exit"
 	tcpscopeProgOnAcceptExitLegacy  = "on_accept_exit_legacy"
 	tcpscopeProgOnKfreeSkb          = "on_kfree_skb"
@@ -181,10 +192,12 @@ const (
 	tcpscopeVarTwTimerFn            = "tw_timer_fn"
 	tcpscopeVarUnusedEvent          = "unused_event"
 	tcpscopeVarUnusedHolderRec      = "unused_holder_rec"
+	tcpscopeVarUnusedOwnerRec       = "unused_owner_rec"
 	tcpscopeVarUnusedSockRec        = "unused_sock_rec"
 	tcpscopeVarUnusedStatIndex      = "unused_stat_index"
 	tcpscopeVarUnusedTimerEvent     = "unused_timer_event"
 	tcpscopeVarWakeupBytes          = "wakeup_bytes"
+	tcpscopeVarWalkExtras           = "walk_extras"
 )
 
 // loadTcpscope returns the embedded CollectionSpec for tcpscope.
@@ -231,6 +244,7 @@ type tcpscopeSpecs struct {
 type tcpscopeProgramSpecs struct {
 	DumpTcp             *ebpf.ProgramSpec `ebpf:"dump_tcp"`
 	FindHolders         *ebpf.ProgramSpec `ebpf:"find_holders"`
+	ListOwners          *ebpf.ProgramSpec `ebpf:"list_owners"`
 	OnAccept4Exit       *ebpf.ProgramSpec `ebpf:"on_accept4_exit"`
 	OnAcceptExitLegacy  *ebpf.ProgramSpec `ebpf:"on_accept_exit_legacy"`
 	OnKfreeSkb          *ebpf.ProgramSpec `ebpf:"on_kfree_skb"`
@@ -271,10 +285,12 @@ type tcpscopeVariableSpecs struct {
 	TwTimerFn        *ebpf.VariableSpec `ebpf:"tw_timer_fn"`
 	UnusedEvent      *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedHolderRec  *ebpf.VariableSpec `ebpf:"unused_holder_rec"`
+	UnusedOwnerRec   *ebpf.VariableSpec `ebpf:"unused_owner_rec"`
 	UnusedSockRec    *ebpf.VariableSpec `ebpf:"unused_sock_rec"`
 	UnusedStatIndex  *ebpf.VariableSpec `ebpf:"unused_stat_index"`
 	UnusedTimerEvent *ebpf.VariableSpec `ebpf:"unused_timer_event"`
 	WakeupBytes      *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
+	WalkExtras       *ebpf.VariableSpec `ebpf:"walk_extras"`
 }
 
 // tcpscopeObjects contains all objects after they have been loaded into the kernel.
@@ -334,10 +350,12 @@ type tcpscopeVariables struct {
 	TwTimerFn        *ebpf.Variable `ebpf:"tw_timer_fn"`
 	UnusedEvent      *ebpf.Variable `ebpf:"unused_event"`
 	UnusedHolderRec  *ebpf.Variable `ebpf:"unused_holder_rec"`
+	UnusedOwnerRec   *ebpf.Variable `ebpf:"unused_owner_rec"`
 	UnusedSockRec    *ebpf.Variable `ebpf:"unused_sock_rec"`
 	UnusedStatIndex  *ebpf.Variable `ebpf:"unused_stat_index"`
 	UnusedTimerEvent *ebpf.Variable `ebpf:"unused_timer_event"`
 	WakeupBytes      *ebpf.Variable `ebpf:"wakeup_bytes"`
+	WalkExtras       *ebpf.Variable `ebpf:"walk_extras"`
 }
 
 // tcpscopePrograms contains all programs after they have been loaded into the kernel.
@@ -346,6 +364,7 @@ type tcpscopeVariables struct {
 type tcpscopePrograms struct {
 	DumpTcp             *ebpf.Program `ebpf:"dump_tcp"`
 	FindHolders         *ebpf.Program `ebpf:"find_holders"`
+	ListOwners          *ebpf.Program `ebpf:"list_owners"`
 	OnAccept4Exit       *ebpf.Program `ebpf:"on_accept4_exit"`
 	OnAcceptExitLegacy  *ebpf.Program `ebpf:"on_accept_exit_legacy"`
 	OnKfreeSkb          *ebpf.Program `ebpf:"on_kfree_skb"`
@@ -362,6 +381,7 @@ func (p *tcpscopePrograms) Close() error {
 	return _TcpscopeClose(
 		p.DumpTcp,
 		p.FindHolders,
+		p.ListOwners,
 		p.OnAccept4Exit,
 		p.OnAcceptExitLegacy,
 		p.OnKfreeSkb,

@@ -46,6 +46,15 @@ type Config struct {
 	// (tcp:tcp_send_reset, tcp:tcp_receive_reset), which tell how a
 	// connection ended.
 	Resets bool
+	// Owners says how owners of sockets that exist at start are found
+	// (default OwnersInKernel).
+	Owners OwnerSeed
+	// BareWalks makes socket walks leave out what only some views print:
+	// full sockets' timers (Timer, TimerLeft, Retransmits, Probes stay
+	// zero) and what the BPF side learned from events (Since, and owners:
+	// those of OwnersAtWalk are still filled in). About a third cheaper
+	// per socket in the kernel.
+	BareWalks bool
 }
 
 // KernelFilter selects which transitions are emitted. Owner and age
@@ -89,6 +98,15 @@ type Tracer struct {
 	badRecords atomic.Uint64 // records the decoder rejected
 
 	hz uint64 // the kernel's CONFIG_HZ
+
+	// With OwnersAtWalk: the owners found at start, and their index by
+	// socket cookie.
+	// Written by the background read before ownersDone is closed.
+	owners       map[uint64]uint32
+	ownerList    []ownerRec
+	ownersByAddr bool          // some owners are keyed by socket address, not cookie
+	ownersDone   chan struct{} // nil unless listOwners started a read
+	ownersErr    error
 
 	iterMu   sync.Mutex
 	dumpIter *link.Iter // iter/tcp, attached on first walk
@@ -148,7 +166,18 @@ func (t *Tracer) install() error {
 	if err := t.attach(); err != nil {
 		return err
 	}
-	if err := t.seedOwners(); err != nil {
+	var seed func() error
+	switch t.cfg.Owners {
+	case OwnersInKernel:
+		seed = t.seedOwners
+	case OwnersAtWalk:
+		seed = t.listOwners
+	case OwnersNone:
+		seed = func() error { return nil }
+	default:
+		return fmt.Errorf("unknown owner seeding %d", t.cfg.Owners)
+	}
+	if err := seed(); err != nil {
 		return err
 	}
 	rd, err := ringbuf.NewReader(t.objs.Events)
@@ -160,6 +189,19 @@ func (t *Tracer) install() error {
 }
 
 func (t *Tracer) load() error {
+	// /proc/kallsyms is slow to read (the kernel formats every symbol
+	// before ours): read it while the object is parsed.
+	type symsResult struct {
+		syms map[string]uint64
+		err  error
+	}
+	symsc := make(chan symsResult, 1)
+	if t.cfg.Sockets {
+		go func() {
+			syms, err := kernelSymbols("tw_timer_handler", "reqsk_timer_handler")
+			symsc <- symsResult{syms, err}
+		}()
+	}
 	spec, err := loadTcpscope()
 	if err != nil {
 		return fmt.Errorf("parse BPF object: %w", err)
@@ -179,6 +221,7 @@ func (t *Tracer) load() error {
 		{"filter_states", uint32(f.States)},
 		// Wake the reader early once a quarter of the ring is waiting.
 		{"wakeup_bytes", uint64(t.cfg.RingBytes / 4)},
+		{"walk_extras", walkExtras(t.cfg.BareWalks)},
 	}
 	hz, err := kernelHZ()
 	if err != nil {
@@ -191,7 +234,8 @@ func (t *Tracer) load() error {
 		val  any
 	}{"ns_per_jiffy", uint64(time.Second) / hz})
 	if t.cfg.Sockets {
-		syms, err := kernelSymbols("tw_timer_handler", "reqsk_timer_handler")
+		r := <-symsc
+		syms, err := r.syms, r.err
 		if err != nil {
 			t.warnings = append(t.warnings, fmt.Sprintf("TIME_WAIT and SYN_RECV sockets not followed live: %v", err))
 		}
@@ -593,6 +637,7 @@ func (t *Tracer) detachAll() {
 // call more than once and concurrently with nothing else.
 func (t *Tracer) Close() error {
 	t.closeOnce.Do(func() {
+		t.awaitOwners() // its error belongs to the walks
 		t.detachAll()
 		var errs []error
 		t.iterMu.Lock()
@@ -608,4 +653,12 @@ func (t *Tracer) Close() error {
 		t.closeErr = errors.Join(errs...)
 	})
 	return t.closeErr
+}
+
+// walkExtras is dump_tcp's walk_extras for Config.BareWalks.
+func walkExtras(bare bool) uint8 {
+	if bare {
+		return 0
+	}
+	return 1
 }

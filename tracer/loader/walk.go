@@ -8,6 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
@@ -21,6 +24,7 @@ import (
 // Sockets walks the TCP sockets of the caller's network namespace (full,
 // timewait and request sockets) and appends them to dst.
 func (t *Tracer) Sockets(dst []event.Socket) ([]event.Socket, error) {
+	dst = slices.Grow(dst, socketCountHint())
 	it, err := t.tcpIter()
 	if err != nil {
 		return dst, err
@@ -30,7 +34,7 @@ func (t *Tracer) Sockets(dst []event.Socket) ([]event.Socket, error) {
 		return dst, fmt.Errorf("open iter/tcp: %w", err)
 	}
 	defer rd.Close()
-	return readSockets(rd, dst)
+	return t.readSockets(rd, dst)
 }
 
 // SocketsIn walks the TCP sockets of the network namespace at nsPath (e.g.
@@ -51,7 +55,7 @@ func (t *Tracer) SocketsIn(nsPath string, dst []event.Socket) ([]event.Socket, e
 		return dst, fmt.Errorf("walk sockets of %s: %w", nsPath, err)
 	}
 	defer rd.Close()
-	return readSockets(rd, dst)
+	return t.readSockets(rd, dst)
 }
 
 // openIn opens the iterator from a thread inside the namespace nsFD. The
@@ -91,12 +95,12 @@ type Namespace struct {
 // those of every process (/proc/PID/ns/net), and those bound under
 // /run/netns. A namespace kept alive only by its sockets cannot be entered.
 func Namespaces() ([]Namespace, error) {
-	var own unix.Stat_t
-	if err := unix.Stat("/proc/thread-self/ns/net", &own); err != nil {
-		return nil, fmt.Errorf("stat own network namespace: %w", err)
+	own, err := OwnNetNS()
+	if err != nil {
+		return nil, err
 	}
-	seen := map[uint32]bool{uint32(own.Ino): true}
-	out := []Namespace{{Inode: uint32(own.Ino)}}
+	seen := map[uint32]bool{own: true}
+	out := []Namespace{{Inode: own}}
 	add := func(path string) {
 		var st unix.Stat_t
 		if unix.Stat(path, &st) != nil || seen[uint32(st.Ino)] {
@@ -149,6 +153,29 @@ func (t *Tracer) AllSockets(dst []event.Socket) ([]event.Socket, map[uint32]bool
 	return dst, walked, nil
 }
 
+// OwnSockets walks only the caller's network namespace, in AllSockets's
+// form. A one-shot view of its own namespace needs no other: each extra
+// namespace costs a scan of the whole (host-wide) established hash.
+func (t *Tracer) OwnSockets(dst []event.Socket) ([]event.Socket, map[uint32]bool, error) {
+	own, err := OwnNetNS()
+	if err != nil {
+		return dst, nil, err
+	}
+	if dst, err = t.Sockets(dst); err != nil {
+		return dst, nil, err
+	}
+	return dst, map[uint32]bool{own: true}, nil
+}
+
+// OwnNetNS returns the inode of the caller's network namespace.
+func OwnNetNS() (uint32, error) {
+	var own unix.Stat_t
+	if err := unix.Stat("/proc/thread-self/ns/net", &own); err != nil {
+		return 0, fmt.Errorf("stat own network namespace: %w", err)
+	}
+	return uint32(own.Ino), nil
+}
+
 func (t *Tracer) tcpIter() (*link.Iter, error) {
 	t.iterMu.Lock()
 	defer t.iterMu.Unlock()
@@ -163,13 +190,14 @@ func (t *Tracer) tcpIter() (*link.Iter, error) {
 	return it, nil
 }
 
-func readSockets(rd io.Reader, dst []event.Socket) ([]event.Socket, error) {
+func (t *Tracer) readSockets(rd io.Reader, dst []event.Socket) ([]event.Socket, error) {
 	br := bufio.NewReaderSize(retryAgain{rd}, 1<<20)
 	var buf [event.SocketSize]byte
+	start := len(dst)
 	for {
 		if _, err := io.ReadFull(br, buf[:]); err != nil {
 			if errors.Is(err, io.EOF) {
-				return dst, nil
+				return dst, t.joinOwners(dst[start:])
 			}
 			return dst, fmt.Errorf("read iter/tcp: %w", err)
 		}
@@ -178,6 +206,36 @@ func readSockets(rd io.Reader, dst []event.Socket) ([]event.Socket, error) {
 			return dst[:len(dst)-1], err
 		}
 	}
+}
+
+// socketCountHint estimates how many TCP sockets the caller's namespace
+// has, from /proc/net/sockstat{,6} (hashed full sockets and timewait
+// sockets), so that a walk of a million sockets does not grow its slice
+// twenty times. 0 if unknown: it is only a hint.
+func socketCountHint() int {
+	n := 0
+	for _, f := range [...]struct{ path, prefix string }{
+		{"/proc/net/sockstat", "TCP:"},
+		{"/proc/net/sockstat6", "TCP6:"},
+	} {
+		b, err := os.ReadFile(f.path)
+		if err != nil {
+			continue
+		}
+		for line := range strings.Lines(string(b)) {
+			fields := strings.Fields(line)
+			if len(fields) == 0 || fields[0] != f.prefix {
+				continue
+			}
+			for i := 1; i+1 < len(fields); i += 2 {
+				if fields[i] == "inuse" || fields[i] == "tw" {
+					v, _ := strconv.Atoi(fields[i+1])
+					n += max(v, 0)
+				}
+			}
+		}
+	}
+	return min(n+n/16+64, 1<<24)
 }
 
 // HZ is the kernel's timer frequency (CONFIG_HZ).

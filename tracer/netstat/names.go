@@ -162,6 +162,8 @@ func systemUser(uid uint32) (string, bool) {
 type namer struct {
 	opts  Options
 	hosts map[netip.Addr]string
+	// Scratch for appendAddr, reused row after row.
+	hostBuf, portBuf []byte
 }
 
 func newNamer(opts Options) *namer {
@@ -245,28 +247,33 @@ func (n *namer) resolveAll(rows []*Row) {
 }
 
 // addr formats one endpoint as netstat's addr_do_one does.
-func (n *namer) addr(ap netip.AddrPort) string {
+// appendAddr writes an address column's text (not padded).
+func (n *namer) appendAddr(b []byte, ap netip.AddrPort) []byte {
 	a := ap.Addr()
+	n.hostBuf = n.hostBuf[:0]
 	host, ok := "", false
 	if !n.opts.NumericHosts {
 		host, ok = n.hosts[a]
 	}
-	if !ok {
-		host = numericHost(a, n.opts.NumericHosts)
+	if ok {
+		n.hostBuf = append(n.hostBuf, host...)
+	} else {
+		n.hostBuf = appendNumericHost(n.hostBuf, a, n.opts.NumericHosts)
 	}
-	return joinAddr(host, n.port(ap.Port()), n.opts.Wide)
+	n.portBuf = n.appendPort(n.portBuf[:0], ap.Port())
+	return appendJoined(b, n.hostBuf, n.portBuf, n.opts.Wide)
 }
 
-func (n *namer) port(p uint16) string {
+func (n *namer) appendPort(b []byte, p uint16) []byte {
 	if p == 0 {
-		return "*"
+		return append(b, '*')
 	}
 	if !n.opts.NumericPorts {
 		if s, ok := n.opts.Services.Name(p); ok {
-			return s
+			return append(b, s...)
 		}
 	}
-	return strconv.FormatUint(uint64(p), 10)
+	return strconv.AppendUint(b, uint64(p), 10)
 }
 
 func (n *namer) user(uid uint32) string {

@@ -84,7 +84,7 @@ const progWidth = 20
 // IPv6 rows (tcp6), each group in input order, filtered by opts.
 func Write(w io.Writer, rows []Row, opts Options) error {
 	sel := selectRows(rows, opts)
-	bw := bufio.NewWriter(w)
+	bw := bufio.NewWriterSize(w, 64<<10)
 	if opts.JSON {
 		var b []byte
 		for _, r := range sel {
@@ -174,20 +174,26 @@ func (n *namer) appendRow(b []byte, r *Row) []byte {
 	} else {
 		b = append(b, "tcp   "...)
 	}
-	b = padLeft(b, strconv.FormatUint(uint64(r.RecvQ), 10), 6)
+	b = appendUintLeft(b, uint64(r.RecvQ), 6)
 	b = append(b, ' ')
-	b = padLeft(b, strconv.FormatUint(uint64(r.SendQ), 10), 6)
+	b = appendUintLeft(b, uint64(r.SendQ), 6)
 	b = append(b, ' ')
-	b = padRight(b, n.addr(r.Local), 23)
+	start := len(b)
+	b = n.appendAddr(b, r.Local)
+	b = padTo(b, start+23)
 	b = append(b, ' ')
-	b = padRight(b, n.addr(r.Remote), 23)
+	start = len(b)
+	b = n.appendAddr(b, r.Remote)
+	b = padTo(b, start+23)
 	b = append(b, ' ')
 	b = padRight(b, stateName(r.State), 11)
 	if n.opts.Extend > 0 {
 		b = append(b, ' ')
 		b = padRight(b, n.user(r.UID), 10)
 		b = append(b, ' ')
-		b = padRight(b, strconv.FormatUint(r.Inode, 10), 10)
+		start := len(b)
+		b = strconv.AppendUint(b, r.Inode, 10)
+		b = padTo(b, start+10)
 	}
 	if n.opts.Program {
 		b = append(b, ' ')
@@ -214,7 +220,9 @@ func appendProgram(b []byte, r *Row, programName func(uint32) ([]byte, bool)) []
 	if r.Inode == 0 || !r.OwnerKnown {
 		return append(b, '-')
 	}
+	pidStart := len(b)
 	b = strconv.AppendUint(b, uint64(r.Owner.PID), 10)
+	pidLen := len(b) - pidStart
 	b = append(b, '/')
 	comm := r.Owner.CommBytes()
 	if programName != nil {
@@ -222,7 +230,7 @@ func appendProgram(b []byte, r *Row, programName func(uint32) ([]byte, bool)) []
 			comm = name
 		}
 	}
-	room := progWidth - 1 - len(strconv.FormatUint(uint64(r.Owner.PID), 10)) - 1
+	room := progWidth - 1 - pidLen - 1
 	if room < 0 {
 		room = 0
 	}
@@ -294,38 +302,48 @@ func formatAge(d time.Duration, atLeast bool) string {
 	return s
 }
 
-// joinAddr writes host:port as netstat's addr_do_one does: unless wide, a
-// pair longer than addrShort keeps at most addrShort-4 bytes of the port
+// appendJoined writes host:port as netstat's addr_do_one does: unless wide,
+// a pair longer than addrShort keeps at most addrShort-4 bytes of the port
 // name and cuts the host so that the whole is addrShort+1 bytes.
-func joinAddr(host, port string, wide bool) string {
-	if wide || len(host)+len(port) <= addrShort {
-		return host + ":" + port
+func appendJoined(b, host, port []byte, wide bool) []byte {
+	if !wide && len(host)+len(port) > addrShort {
+		pl := min(len(port), addrShort-4)
+		hl := min(addrShort-pl, len(host))
+		host, port = host[:hl], port[:pl]
 	}
-	pl := min(len(port), addrShort-4)
-	hl := min(addrShort-pl, len(host))
-	return host[:hl] + ":" + port[:pl]
+	b = append(b, host...)
+	b = append(b, ':')
+	return append(b, port...)
 }
 
-// numericHost is netstat's numeric spelling of an address. IPv6's
+// numericHost is netstat's numeric spelling of an address (see
+// appendNumericHost).
+func numericHost(a netip.Addr, numeric bool) string {
+	return string(appendNumericHost(nil, a, numeric))
+}
+
+// appendNumericHost writes netstat's numeric spelling of an address. IPv6's
 // unspecified address is "::" with -n and "[::]" without; IPv4-mapped
 // addresses print as plain IPv4.
-func numericHost(a netip.Addr, numeric bool) string {
+func appendNumericHost(b []byte, a netip.Addr, numeric bool) []byte {
 	if a.Is4In6() {
-		return a.Unmap().String()
+		return a.Unmap().AppendTo(b)
 	}
 	if a.Is6() && a.IsUnspecified() && !numeric {
-		return "[::]"
+		return append(b, "[::]"...)
 	}
 	if a.Is6() {
-		return ntop6(a.As16())
+		return appendNtop6(b, a.As16())
 	}
-	return a.String()
+	return a.AppendTo(b)
 }
 
 // ntop6 formats an IPv6 address as glibc's inet_ntop does: the first longest
 // run of two or more zero groups becomes "::", and an IPv4-compatible
 // (::a.b.c.d) or -mapped address ends in dotted IPv4.
-func ntop6(a [16]byte) string {
+func ntop6(a [16]byte) string { return string(appendNtop6(nil, a)) }
+
+func appendNtop6(b []byte, a [16]byte) []byte {
 	var words [8]uint16
 	for i := range words {
 		words[i] = uint16(a[2*i])<<8 | uint16(a[2*i+1])
@@ -348,7 +366,6 @@ func ntop6(a [16]byte) string {
 	if bestLen < 2 {
 		bestBase = -1
 	}
-	var b []byte
 	for i := 0; i < 8; i++ {
 		if bestBase >= 0 && i >= bestBase && i < bestBase+bestLen {
 			if i == bestBase {
@@ -360,15 +377,24 @@ func ntop6(a [16]byte) string {
 			b = append(b, ':')
 		}
 		if i == 6 && bestBase == 0 && (bestLen == 6 || (bestLen == 5 && words[5] == 0xffff)) {
-			b = netip.AddrFrom4([4]byte(a[12:16])).AppendTo(b)
-			return string(b)
+			return netip.AddrFrom4([4]byte(a[12:16])).AppendTo(b)
 		}
 		b = strconv.AppendUint(b, uint64(words[i]), 16)
 	}
 	if bestBase >= 0 && bestBase+bestLen == 8 {
 		b = append(b, ':')
 	}
-	return string(b)
+	return b
+}
+
+// appendUintLeft writes v right-aligned in w columns.
+func appendUintLeft(b []byte, v uint64, w int) []byte {
+	var d [20]byte
+	digits := strconv.AppendUint(d[:0], v, 10)
+	for i := len(digits); i < w; i++ {
+		b = append(b, ' ')
+	}
+	return append(b, digits...)
 }
 
 func padLeft(b []byte, s string, w int) []byte {

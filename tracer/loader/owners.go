@@ -1,0 +1,159 @@
+package loader
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+
+	"github.com/cilium/ebpf/link"
+
+	"github.com/tcpscope/tcpscope/tracer/event"
+)
+
+// OwnerSeed says how the owners of sockets that already exist at start are
+// found (sockets made later are attributed by their events).
+type OwnerSeed int
+
+const (
+	// OwnersInKernel walks every fd table at start and keeps each socket's
+	// owner in its BPF socket storage, so that every later event of the
+	// socket carries it: for tracers that run on.
+	OwnersInKernel OwnerSeed = iota
+	// OwnersAtWalk walks every fd table at start, keeps the owners in user
+	// space and fills them into the sockets of each walk (Sockets,
+	// AllSockets). Several times cheaper at start than OwnersInKernel
+	// (no socket storage is created), but events of those sockets do not
+	// carry their owner: for one-shot views.
+	OwnersAtWalk
+	// OwnersNone does not look for them: for views that show no owners.
+	OwnersNone
+)
+
+// ownerRec is one struct owner_rec: a socket fd found by list_owners.
+type ownerRec struct {
+	pid, tid uint32
+	fd       int32
+	comm     [16]byte
+}
+
+// struct owner_rec's layout (pinned against bpf2go's in a test).
+const (
+	ownerRecSize = 40
+	ooffCookie   = 0
+	ooffPID      = 8
+	ooffTID      = 12
+	ooffFD       = 16
+	ooffComm     = 24
+)
+
+func ownerRecLayout() map[string]uintptr {
+	return map[string]uintptr{"Cookie": ooffCookie, "Pid": ooffPID, "Tid": ooffTID, "Fd": ooffFD, "Comm": ooffComm}
+}
+
+// listOwners starts iter/task_file and reads it in the background: the fd
+// walk and the first socket walk then run on two CPUs at once. The first
+// walk waits for it (awaitOwners) before joining.
+func (t *Tracer) listOwners() error {
+	it, err := link.AttachIter(link.IterOptions{Program: t.objs.ListOwners})
+	if err != nil {
+		t.warnings = append(t.warnings, fmt.Sprintf("owners of existing sockets unknown: attach iter/task_file: %v", err))
+		return nil
+	}
+	rd, err := it.Open()
+	if err != nil {
+		it.Close()
+		return fmt.Errorf("open iter/task_file: %w", err)
+	}
+	t.ownersDone = make(chan struct{})
+	go func() {
+		defer close(t.ownersDone)
+		defer it.Close()
+		defer rd.Close()
+		t.ownersErr = t.readOwners(rd)
+	}()
+	return nil
+}
+
+// awaitOwners waits for listOwners's background read; nil without one.
+func (t *Tracer) awaitOwners() error {
+	if t.ownersDone == nil {
+		return nil
+	}
+	<-t.ownersDone
+	return t.ownersErr
+}
+
+// readOwners reads list_owners's records and keeps them by socket cookie.
+// The first fd found for a socket wins, as with seedOwners.
+func (t *Tracer) readOwners(rd io.Reader) error {
+	// Read whole, then size the map once: growing a map of a million
+	// entries step by step costs more than the walk.
+	buf, err := io.ReadAll(retryAgain{rd})
+	if err != nil {
+		return fmt.Errorf("run iter/task_file: %w", err)
+	}
+	if len(buf)%ownerRecSize != 0 {
+		return fmt.Errorf("iter/task_file: %d bytes is not a whole number of %d-byte records", len(buf), ownerRecSize)
+	}
+	// By cookie, an index into ownerList: a map of small values is several
+	// times faster to fill and to probe than one holding the records.
+	n := len(buf) / ownerRecSize
+	owners := make(map[uint64]uint32, n)
+	byAddr := false
+	list := make([]ownerRec, 0, n)
+	le := binary.LittleEndian
+	for b := buf; len(b) >= ownerRecSize; b = b[ownerRecSize:] {
+		cookie := le.Uint64(b[ooffCookie:])
+		if _, dup := owners[cookie]; dup || cookie == 0 {
+			continue
+		}
+		o := ownerRec{pid: le.Uint32(b[ooffPID:]), tid: le.Uint32(b[ooffTID:]), fd: int32(le.Uint32(b[ooffFD:]))}
+		copy(o.comm[:], b[ooffComm:ooffComm+16])
+		owners[cookie] = uint32(len(list))
+		list = append(list, o)
+		// An MPTCP subflow without a cookie yet is listed by its address:
+		// kernel addresses have the top bit set, cookies count up from 1.
+		byAddr = byAddr || cookie>>63 != 0
+	}
+	t.owners, t.ownerList, t.ownersByAddr = owners, list, byAddr
+	return nil
+}
+
+// joinOwners fills in the owners listOwners found (see joinOwner).
+func (t *Tracer) joinOwners(socks []event.Socket) error {
+	if err := t.awaitOwners(); err != nil {
+		return err
+	}
+	if t.owners == nil {
+		return nil
+	}
+	for i := range socks {
+		t.joinOwner(&socks[i])
+	}
+	return nil
+}
+
+// joinOwner fills in the owner listOwners found for a full socket whose
+// owner the kernel side does not know. An owner learned from an event wins,
+// as socket storage did with seedOwners; the walk only adds its fd.
+func (t *Tracer) joinOwner(s *event.Socket) {
+	if s.Kind != event.FullSocket || s.Cookie == 0 {
+		return
+	}
+	i, ok := t.owners[s.Cookie]
+	if !ok && t.ownersByAddr {
+		i, ok = t.owners[s.SockAddr]
+	}
+	if !ok {
+		return
+	}
+	o := &t.ownerList[i]
+	switch {
+	case !s.OwnerKnown:
+		s.OwnerKnown, s.Source = true, event.OwnerIter
+		s.Owner = event.Task{PID: o.pid, TID: o.tid, Comm: o.comm}
+		s.FD = o.fd
+	case s.FD < 0 && s.Owner.PID == o.pid:
+		s.FD = o.fd
+	}
+}
