@@ -19,6 +19,7 @@ const (
 	exitUsage       = 2 // bad flags or arguments
 	exitPrivileges  = 3 // missing capabilities
 	exitUnsupported = 4 // kernel lacks BTF, the tracepoint, or ring buffers
+	exitAddrInUse   = 5 // serve: the listen address is taken
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -53,6 +54,8 @@ func run(args []string) int {
 		return exitPrivileges
 	case errors.Is(err, loader.ErrUnsupported):
 		return exitUnsupported
+	case errors.As(err, new(addrInUseError)):
+		return exitAddrInUse
 	}
 	return exitFailure
 }
@@ -88,6 +91,6 @@ each socket and how long it spent in its previous state.`,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.CompletionOptions.DisableDefaultCmd = true
-	root.AddCommand(newTraceCommand(), newNetstatCommand())
+	root.AddCommand(newTraceCommand(), newNetstatCommand(), newServeCommand())
 	return root
 }
