@@ -7,7 +7,7 @@ ARGS  ?= trace
 # file that shows each is present.
 APT_NEEDS := clang-14:clang-14 llvm-strip-14:llvm-14 /usr/include/bpf/bpf_helpers.h:libbpf-dev \
 	/usr/include/x86_64-linux-gnu/asm/types.h:linux-libc-dev bpftool:bpftool ss:iproute2 \
-	netstat:net-tools bpftrace:bpftrace
+	netstat:net-tools bpftrace:bpftrace promtool:prometheus
 FUZZTIME ?= 10s
 # e.g. BENCH_ARGS="-wait-quiet 30s" on a shared machine
 BENCH_ARGS ?=

@@ -34,7 +34,7 @@ const defaultListen = "127.0.0.1:9477"
 
 type serveFlags struct {
 	listen, webConfig, ringSize, btf, logFormat string
-	topProcesses                                int
+	topProcesses, streamQueue                   int
 	shutdownTimeout                             time.Duration
 }
 
@@ -68,6 +68,7 @@ Stops cleanly on SIGTERM or Ctrl-C.`,
 	fl.StringVar(&f.listen, "listen", defaultListen, "address to listen on (host:port)")
 	fl.StringVar(&f.webConfig, "web.config.file", "", "TLS and basic-auth configuration (Prometheus exporter-toolkit format)")
 	fl.IntVar(&f.topProcesses, "top-processes", 10, "processes named in tcpscope_close_wait_sockets_by_process; the rest are summed")
+	fl.IntVar(&f.streamQueue, "events.queue", 4096, "events one /api/v1/events client may have waiting before its events are dropped")
 	fl.StringVar(&f.logFormat, "log.format", "text", "log format: text or json")
 	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 5*time.Second, "how long to let requests finish on SIGTERM")
 	fl.StringVar(&f.ringSize, "ring-size", "8M", "ring buffer size, a power of two (e.g. 4M, 64M)")
@@ -89,6 +90,9 @@ func runServe(ctx context.Context, f serveFlags, stderr io.Writer, listening fun
 	ring, err := parseSize(f.ringSize)
 	if err != nil {
 		return usagef("--ring-size: %v", err)
+	}
+	if f.streamQueue < 1 {
+		return usagef("--events.queue %d: want at least 1", f.streamQueue)
 	}
 	if f.topProcesses < 1 {
 		return usagef("--top-processes %d: want at least 1", f.topProcesses)
@@ -128,7 +132,7 @@ func runServe(ctx context.Context, f serveFlags, stderr io.Writer, listening fun
 
 	tab := table.New()
 	reg := prometheus.NewRegistry()
-	a := api.New(api.Options{Table: tab, Clock: ktime.NewClock()})
+	a := api.New(api.Options{Table: tab, Clock: ktime.NewClock(), StreamQueue: f.streamQueue})
 	mux := http.NewServeMux()
 	mux.Handle("/", a.Handler())
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(handler, slog.LevelError)}))
@@ -186,6 +190,14 @@ func runServe(ctx context.Context, f serveFlags, stderr io.Writer, listening fun
 				return 0
 			},
 		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tcpscope_event_stream_clients",
+			Help: "Clients connected to /api/v1/events.",
+		}, func() float64 { return float64(a.Clients()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "tcpscope_event_stream_dropped_events_total",
+			Help: "Events dropped for /api/v1/events clients that did not keep up.",
+		}, func() float64 { return float64(a.Dropped()) }),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -196,6 +208,10 @@ func runServe(ctx context.Context, f serveFlags, stderr io.Writer, listening fun
 	})
 	if err != nil {
 		shutdown()
+		if ctx.Err() != nil { // SIGTERM while seeding: a normal stop
+			log.Info("stopped before ready", "reason", context.Cause(ctx))
+			return nil
+		}
 		return err
 	}
 	started.Store(lv)
@@ -208,8 +224,12 @@ func runServe(ctx context.Context, f serveFlags, stderr io.Writer, listening fun
 	case <-ctx.Done():
 		log.Info("stopping", "reason", context.Cause(ctx))
 	case <-lv.Done():
-		runErr = lv.Wait()
-		log.Error("tracer stopped", "err", runErr)
+		if runErr = lv.Wait(); ctx.Err() == nil {
+			log.Error("tracer stopped", "err", runErr)
+			if runErr == nil {
+				runErr = errors.New("tracer stopped")
+			}
+		}
 	case err := <-serveErr:
 		runErr = fmt.Errorf("serve: %w", err)
 	}

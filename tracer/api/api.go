@@ -64,6 +64,7 @@ type API struct {
 
 	mu      sync.RWMutex
 	clients map[*client]struct{}
+	dropped atomic.Uint64 // events dropped for slow stream clients, all clients
 }
 
 type client struct {
@@ -116,6 +117,7 @@ func (a *API) Publish(e *event.Event) {
 		case c.queue <- *e:
 		default:
 			c.dropped.Add(1)
+			a.dropped.Add(1)
 		}
 	}
 }
@@ -126,6 +128,9 @@ func (a *API) Clients() int {
 	defer a.mu.RUnlock()
 	return len(a.clients)
 }
+
+// Dropped returns how many events slow stream clients have lost in all.
+func (a *API) Dropped() uint64 { return a.dropped.Load() }
 
 // Handler returns the routes listed in the package documentation.
 func (a *API) Handler() http.Handler {
@@ -169,10 +174,11 @@ func params(q url.Values, allowed ...string) (filter.Spec, error) {
 		}
 	}
 	uintParam := func(name string, bits int) (uint64, error) {
-		v := q.Get(name)
-		if v == "" {
+		vs, ok := q[name]
+		if !ok {
 			return 0, nil
 		}
+		v := vs[0]
 		n, err := strconv.ParseUint(v, 10, bits)
 		if err != nil || n == 0 {
 			return 0, fmt.Errorf("%s=%q: want a number from 1 to %d", name, v, uint64(1)<<bits-1)

@@ -1,0 +1,37 @@
+//go:build pending
+
+package main
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestServeSocketsMatchSS: /api/v1/sockets lists every socket ss lists.
+// Pending: the iter/tcp walk (and so `tcpscope netstat` too) misses the
+// orphan FIN_WAIT2 timewait socket this workload leaves, which ss and the
+// table (/api/v1/summary) both have; a python reproduction with the same
+// shape does not lose it, so it depends on something of the Go sockets.
+func TestServeSocketsMatchSS(t *testing.T) {
+	needNetstatTools(t)
+	ns := newNS(t, "srvsock")
+	ino := netnsInode(t, ns)
+	s := startServe(t, "", "http", true, "--listen", "127.0.0.1:0")
+	srv := startProc(t, ns, "tss-srv")
+	cli := startProc(t, ns, "tss-cli")
+	l := srv.do("listen", "tcp4", "127.0.0.1:0")
+	addr := fmt.Sprintf("127.0.0.1:%d", l[1])
+	cli.do("dial", "tcp4", addr)
+	a := srv.do("accept", l[0])
+	srv.do("close", a[0]) // CLOSE_WAIT / orphan FIN_WAIT2
+	agreeWithSS(t, ns, "/api/v1/summary", 10*time.Second, func() map[string]int { return s.summary(t, ino) })
+	perState := map[string]int{}
+	for k := range socketSet(t, httpBody(t, fmt.Sprintf("%s/api/v1/sockets?netns=%d", s.base, ino)), ino, true) {
+		perState[k[strings.LastIndexByte(k, ' ')+1:]]++
+	}
+	if ss := ssCounts(t, ns); !sameCounts(ss, perState) {
+		t.Errorf("/api/v1/sockets per state %v, ss %v", perState, ss)
+	}
+}
