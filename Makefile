@@ -53,7 +53,7 @@ test: deps check-generate lint ## everything CI runs: generated files, lint, all
 	$(MAKE) --no-print-directory fuzz
 
 test-unit: ## tests that need neither root nor BPF
-	$(GO) test -count=1 ./tracer/event ./tracer/filter ./tracer/output ./tracer/termsafe ./tracer/ktime ./tracer/table ./tracer/netstat
+	$(GO) test -count=1 ./tracer/event ./tracer/filter ./tracer/output ./tracer/termsafe ./tracer/ktime ./tracer/table ./tracer/netstat ./tracer/metrics ./tracer/api
 
 fuzz: ## run each fuzz target for FUZZTIME (default 10s)
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./tracer/event

@@ -320,6 +320,21 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 	}
 	out := output.NewTraceWriter(w, a.opts.Clock, output.TraceOptions{Format: output.JSON})
 	var note []byte
+	// write tells the client what it lost before the event that follows
+	// the loss, so that the stream says where the gap is.
+	write := func(e *event.Event) error {
+		if n := c.dropped.Swap(0); n > 0 {
+			note = strconv.AppendUint(append(note[:0], `{"dropped":`...), n, 10)
+			note = append(note, "}\n"...)
+			if err := out.Flush(); err != nil {
+				return err
+			}
+			if _, err := w.Write(note); err != nil {
+				return err
+			}
+		}
+		return out.Write(e)
+	}
 	for {
 		var e event.Event
 		select {
@@ -327,23 +342,15 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 			return
 		case e = <-c.queue:
 		}
-		// A slow client is told what it missed before the next event.
 		rc.SetWriteDeadline(time.Now().Add(a.opts.WriteTimeout))
-		if n := c.dropped.Swap(0); n > 0 {
-			out.Flush()
-			note = strconv.AppendUint(append(note[:0], `{"dropped":`...), n, 10)
-			if _, err := w.Write(append(note, "}\n"...)); err != nil {
-				return
-			}
-		}
-		if out.Write(&e) != nil {
+		if write(&e) != nil {
 			return
 		}
 		// Take what else is queued before flushing: one write per burst.
 		for more := true; more; {
 			select {
 			case e = <-c.queue:
-				if out.Write(&e) != nil {
+				if write(&e) != nil {
 					return
 				}
 			default:
