@@ -219,12 +219,14 @@ func runServe(ctx context.Context, f serveFlags, stderr io.Writer, listening fun
 	lv.TakeSeed() // not needed: free it
 	log.Info("ready", "sockets", tab.Len(), "seed_time", time.Since(start).Round(time.Millisecond))
 
+	// lv.Wait may be called only once: it hands over Run's error.
 	var runErr error
+	waited := false
 	select {
 	case <-ctx.Done():
-		log.Info("stopping", "reason", context.Cause(ctx))
 	case <-lv.Done():
-		if runErr = lv.Wait(); ctx.Err() == nil {
+		runErr, waited = lv.Wait(), true
+		if ctx.Err() == nil {
 			log.Error("tracer stopped", "err", runErr)
 			if runErr == nil {
 				runErr = errors.New("tracer stopped")
@@ -233,10 +235,15 @@ func runServe(ctx context.Context, f serveFlags, stderr io.Writer, listening fun
 	case err := <-serveErr:
 		runErr = fmt.Errorf("serve: %w", err)
 	}
+	if ctx.Err() != nil {
+		log.Info("stopping", "reason", context.Cause(ctx))
+	}
 	shutdown()
 	cancel()
-	if err := lv.Wait(); err != nil && runErr == nil {
-		runErr = err
+	if !waited {
+		if err := lv.Wait(); err != nil && runErr == nil {
+			runErr = err
+		}
 	}
 	log.Info("stopped")
 	return runErr

@@ -58,7 +58,7 @@ func init() {
 
 // serveProc is a running `tcpscope serve`.
 type serveProc struct {
-	t      *testing.T
+	t      testing.TB
 	cmd    *exec.Cmd
 	base   string // http(s)://127.0.0.1:PORT
 	stderr lockedBuffer
@@ -70,7 +70,7 @@ var listeningRE = regexp.MustCompile(`msg=listening addr=(\S+)`)
 
 // startServe starts the agent (in ns unless "") and waits until it is
 // listening; with ready it also waits for /readyz (bounded).
-func startServe(t *testing.T, ns string, scheme string, ready bool, args ...string) *serveProc {
+func startServe(t testing.TB, ns string, scheme string, ready bool, args ...string) *serveProc {
 	t.Helper()
 	needRoot(t)
 	s := &serveProc{t: t, done: make(chan struct{})}
@@ -143,8 +143,14 @@ func (s *serveProc) stop() {
 	select {
 	case <-s.done:
 	case <-time.After(20 * time.Second):
-		s.cmd.Process.Kill()
-		<-s.done
+		s.cmd.Process.Signal(syscall.SIGQUIT) // goroutine dump into the log below
+		select {
+		case <-s.done:
+		case <-time.After(5 * time.Second):
+			s.cmd.Process.Kill()
+			<-s.done
+		}
+		time.Sleep(100 * time.Millisecond) // let the reader take the last lines
 		s.t.Errorf("serve did not stop within 20s of SIGTERM:\n%s", s.stderr.String())
 		return
 	}
@@ -153,7 +159,7 @@ func (s *serveProc) stop() {
 	}
 }
 
-func getJSON(t *testing.T, u string, v any) int {
+func getJSON(t testing.TB, u string, v any) int {
 	t.Helper()
 	resp, err := http.Get(u)
 	if err != nil {
@@ -175,7 +181,7 @@ var ssStateNames = map[string]string{
 }
 
 // ssCounts counts the namespace's TCP sockets per state, as ss sees them.
-func ssCounts(t *testing.T, ns string) map[string]int {
+func ssCounts(t testing.TB, ns string) map[string]int {
 	t.Helper()
 	c := map[string]int{}
 	for _, line := range strings.Split(runIn(t, ns, "ss", "-Htan"), "\n") {
@@ -208,7 +214,7 @@ func sameCounts(a, b map[string]int) bool {
 
 // agreeWithSS polls got (the agent's or Prometheus's counts) until they equal
 // ss's, sampled before and after, or the bound runs out.
-func agreeWithSS(t *testing.T, ns string, what string, bound time.Duration, got func() map[string]int) map[string]int {
+func agreeWithSS(t testing.TB, ns string, what string, bound time.Duration, got func() map[string]int) map[string]int {
 	t.Helper()
 	deadline := time.Now().Add(bound)
 	for {
@@ -234,7 +240,7 @@ type apiSummary struct {
 	} `json:"netns"`
 }
 
-func (s *serveProc) summary(t *testing.T, ino uint64) map[string]int {
+func (s *serveProc) summary(t testing.TB, ino uint64) map[string]int {
 	t.Helper()
 	var sum apiSummary
 	if code := getJSON(t, fmt.Sprintf("%s/api/v1/summary?netns=%d", s.base, ino), &sum); code != http.StatusOK {
@@ -530,7 +536,7 @@ func TestServeSlowClient(t *testing.T) {
 }
 
 // scrape returns /metrics as name{labels} -> value.
-func scrape(t *testing.T, base string, auth string) map[string]float64 {
+func scrape(t testing.TB, base string, auth string) map[string]float64 {
 	t.Helper()
 	resp, err := http.Get(base + "/metrics")
 	if err != nil {
