@@ -60,7 +60,7 @@ fuzz: ## run each fuzz target for FUZZTIME (default 10s)
 	$(GO) test -run '^$$' -fuzz '^FuzzAppend$$' -fuzztime $(FUZZTIME) ./tracer/termsafe
 
 bench: deps build ## Go benchmarks and the churn report against peers (root): out/bench.md
-	$(GO) test -run '^$$' -bench . -benchmem ./tracer/event ./tracer/output ./tracer/table
+	$(GO) test -run '^$$' -bench . -benchmem ./tracer/event ./tracer/output ./tracer/table ./tracer/netstat
 	$(GO) test -run '^$$' -bench 'Serve' -benchtime 5x ./cmd/tcpscope # serve: /api/v1/sockets at 50k sockets; agent CPU/RSS under churn
 	$(GO) build -o bin/tcpchurn ./cmd/tcpchurn
 	$(GO) build -o bin/tcpscope-bench ./cmd/tcpscope-bench
