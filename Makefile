@@ -7,7 +7,7 @@ ARGS  ?= trace
 # file that shows each is present.
 APT_NEEDS := clang-14:clang-14 llvm-strip-14:llvm-14 /usr/include/bpf/bpf_helpers.h:libbpf-dev \
 	/usr/include/x86_64-linux-gnu/asm/types.h:linux-libc-dev bpftool:bpftool ss:iproute2 \
-	netstat:net-tools bpftrace:bpftrace tmux:tmux
+	netstat:net-tools bpftrace:bpftrace tmux:tmux promtool:prometheus
 FUZZTIME ?= 10s
 # e.g. BENCH_ARGS="-wait-quiet 30s" on a shared machine
 BENCH_ARGS ?=
@@ -53,7 +53,7 @@ test: deps check-generate lint ## everything CI runs: generated files, lint, all
 	$(MAKE) --no-print-directory fuzz
 
 test-unit: ## tests that need neither root nor BPF
-	$(GO) test -count=1 ./tracer/event ./tracer/filter ./tracer/output ./tracer/termsafe ./tracer/ktime ./tracer/table ./tracer/netstat ./tracer/topview/...
+	$(GO) test -count=1 ./tracer/event ./tracer/filter ./tracer/output ./tracer/termsafe ./tracer/ktime ./tracer/table ./tracer/netstat ./tracer/topview/... ./tracer/metrics ./tracer/api
 	$(GO) test -count=1 -skip '^TestRoot' ./tracer/diag
 
 fuzz: ## run each fuzz target for FUZZTIME (default 10s)
@@ -62,7 +62,8 @@ fuzz: ## run each fuzz target for FUZZTIME (default 10s)
 	$(GO) test -run '^$$' -fuzz '^FuzzNetstatFlags$$' -fuzztime $(FUZZTIME) ./cmd/tcpscope
 
 bench: deps build ## Go benchmarks and the churn report against peers (root): out/bench.md
-	$(GO) test -run '^$$' -bench . -benchmem ./tracer/event ./tracer/output ./tracer/table ./tracer/topview
+	$(GO) test -run '^$$' -bench . -benchmem ./tracer/event ./tracer/output ./tracer/table ./tracer/topview ./tracer/netstat
+	$(GO) test -run '^$$' -bench 'Serve' -benchtime 5x ./cmd/tcpscope # serve: /api/v1/sockets at 50k sockets; agent CPU/RSS under churn
 	$(GO) build -o bin/tcpchurn ./cmd/tcpchurn
 	$(GO) build -o bin/tcpscope-bench ./cmd/tcpscope-bench
 	./bin/tcpscope-bench -tcpscope $(BIN) -tcpchurn bin/tcpchurn -out out/bench.md $(BENCH_ARGS)

@@ -21,6 +21,7 @@ const (
 	exitPrivileges  = 3 // missing capabilities
 	exitUnsupported = 4 // kernel lacks BTF, the tracepoint, or ring buffers
 	exitThreshold   = 5 // closewait --threshold: a process holds more CLOSE_WAIT sockets
+	exitAddrInUse   = 6 // serve: the listen address is taken
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -61,6 +62,8 @@ func run(args []string) int {
 		return exitPrivileges
 	case errors.Is(err, loader.ErrUnsupported):
 		return exitUnsupported
+	case errors.As(err, new(addrInUseError)):
+		return exitAddrInUse
 	}
 	return exitFailure
 }
@@ -125,6 +128,6 @@ each socket and how long it spent in its previous state.`,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.CompletionOptions.DisableDefaultCmd = true
-	root.AddCommand(newTraceCommand(), newNetstatCommand(), newCloseWaitCommand(), newTimeWaitCommand(), newLifeCommand(), newTopCommand())
+	root.AddCommand(newTraceCommand(), newNetstatCommand(), newCloseWaitCommand(), newTimeWaitCommand(), newLifeCommand(), newTopCommand(), newServeCommand())
 	return root
 }

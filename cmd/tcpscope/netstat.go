@@ -322,41 +322,9 @@ func writeSockets(w io.Writer, tr *loader.Tracer, tab *table.Table, lv *live.Liv
 			return err
 		}
 	}
-	now := ktime.Now()
 	// Only these print ages; the table lookup costs a cache miss a row.
 	needAge := v.opts.Age || v.opts.JSON || v.sortBy == "age"
-	rows := make([]netstat.Row, 0, len(socks))
-	for i := range socks {
-		s := &socks[i]
-		if v.states != 0 && !v.states.Has(s.State) {
-			continue
-		}
-		row := netstat.Row{Socket: *s}
-		if !needAge {
-			rows = append(rows, row)
-			continue
-		}
-		since, bound := s.Since, lv.SeedMono()
-		if e, ok := tab.Lookup(s.Key()); ok && e.State == s.State {
-			if e.Since != 0 {
-				since = e.Since
-			} else if e.SinceBound != 0 {
-				bound = e.SinceBound
-			}
-		}
-		if since != 0 && since <= now {
-			row.Age = time.Duration(now - since)
-		} else {
-			row.Age, row.AgeAtLeast = time.Duration(now-min(bound, now)), true
-			// A TIME_WAIT timer starts at TCP_TIMEWAIT_LEN (60 s) and is only
-			// ever re-armed to that again, so the time it has run is a lower
-			// bound of the socket's age in TIME_WAIT.
-			if s.Kind == event.TimewaitSocket && s.State == event.TimeWait && s.TimerLeft < timewaitLen {
-				row.Age = max(row.Age, timewaitLen-s.TimerLeft)
-			}
-		}
-		rows = append(rows, row)
-	}
+	rows := netstat.JoinRows(socks, tab, lv.SeedMono(), ktime.Now(), v.states, needAge)
 	sortRows(rows, v.sortBy)
 	opts := v.opts
 	if opts.Program && !opts.JSON {
@@ -364,9 +332,6 @@ func writeSockets(w io.Writer, tr *loader.Tracer, tab *table.Table, lv *live.Liv
 	}
 	return netstat.Write(w, rows, opts)
 }
-
-// timewaitLen is the kernel's TCP_TIMEWAIT_LEN.
-const timewaitLen = 60 * time.Second
 
 func sortRows(rows []netstat.Row, by string) {
 	cmpAddr := func(a, b netip.AddrPort) int { return a.Compare(b) }

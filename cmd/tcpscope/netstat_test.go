@@ -268,7 +268,7 @@ func needNetstatTools(t *testing.T) {
 
 // newNS creates a network namespace with loopback up, deleted at cleanup
 // (after the processes in it are gone: cleanups run last-in first-out).
-func newNS(t *testing.T, name string) string {
+func newNS(t testing.TB, name string) string {
 	t.Helper()
 	ns := fmt.Sprintf("tsn-%s-%d", name, os.Getpid()) // concurrent runs must not share one
 	exec.Command("ip", "netns", "del", ns).Run()      // left over from an earlier run
@@ -289,7 +289,7 @@ func inNS(ns string, args ...string) *exec.Cmd {
 }
 
 // runIn runs a command in ns and returns its stdout; it fails on an error.
-func runIn(t *testing.T, ns string, args ...string) string {
+func runIn(t testing.TB, ns string, args ...string) string {
 	t.Helper()
 	var stderr bytes.Buffer
 	cmd := inNS(ns, args...)
@@ -555,7 +555,7 @@ func parseSummaryBlock(out string, ino uint64) (map[string]int, bool) {
 	return counts, found
 }
 
-func netnsInode(t *testing.T, ns string) uint64 {
+func netnsInode(t testing.TB, ns string) uint64 {
 	t.Helper()
 	l := strings.TrimSpace(runIn(t, ns, "readlink", "/proc/self/ns/net"))
 	var ino uint64

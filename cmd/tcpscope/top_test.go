@@ -18,36 +18,13 @@ import (
 	"time"
 )
 
-// ssNames maps ss's state names to the rows of top's state panel.
-var ssNames = map[string]string{
-	"ESTAB": "ESTABLISHED", "SYN-SENT": "SYN_SENT", "SYN-RECV": "SYN_RECV", "FIN-WAIT-1": "FIN_WAIT1",
-	"FIN-WAIT-2": "FIN_WAIT2", "TIME-WAIT": "TIME_WAIT", "CLOSE-WAIT": "CLOSE_WAIT", "LAST-ACK": "LAST_ACK",
-	"LISTEN": "LISTEN", "CLOSING": "CLOSING",
-}
-
-// ssCounts counts the TCP sockets of ns per state, as ss sees them.
-func ssCounts(t *testing.T, ns string) map[string]int {
-	t.Helper()
-	counts := map[string]int{}
-	for _, l := range strings.Split(runIn(t, ns, "ss", "-tanH"), "\n") {
-		if f := strings.Fields(l); len(f) > 0 {
-			name, ok := ssNames[f[0]]
-			if !ok {
-				t.Fatalf("ss state %q", f[0])
-			}
-			counts[name]++
-		}
-	}
-	return counts
-}
-
 // ssPidCounts counts the TCP sockets of ns that ss -p attributes to pid.
 func ssPidCounts(t *testing.T, ns string, pid int) map[string]int {
 	t.Helper()
 	counts := map[string]int{}
 	for _, l := range strings.Split(runIn(t, ns, "ss", "-tanpH"), "\n") {
 		if f := strings.Fields(l); len(f) > 0 && strings.Contains(l, fmt.Sprintf(",pid=%d,", pid)) {
-			counts[ssNames[f[0]]]++
+			counts[ssStateNames[f[0]]]++
 		}
 	}
 	return counts
@@ -69,18 +46,6 @@ func screenCounts(screen string) (map[string]int, bool) {
 		}
 	}
 	return counts, rows == 10
-}
-
-func sameCounts(a, b map[string]int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if b[k] != v {
-			return false
-		}
-	}
-	return true
 }
 
 // topWorkload holds, in ns, a listener with est established connections,

@@ -47,3 +47,13 @@ func (s Stats) Unrecovered() uint64 {
 func (s Stats) Lost() uint64 {
 	return s.RingDrops + s.Unrecovered() + s.BadRecords + s.TimerMisses
 }
+
+// RingUsage returns how many bytes of the ring buffer hold records not read
+// yet, and the ring's size. It is for monitoring (a ring that stays near full
+// is about to drop events); call it only between New and Close.
+func (t *Tracer) RingUsage() (used, size int) {
+	if t.reader == nil {
+		return 0, 0
+	}
+	return t.reader.AvailableBytes(), t.reader.BufferSize()
+}

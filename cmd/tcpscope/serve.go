@@ -1,0 +1,271 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/exporter-toolkit/web"
+	"github.com/spf13/cobra"
+	"go.yaml.in/yaml/v2"
+
+	"github.com/tcpscope/tcpscope/tracer/api"
+	"github.com/tcpscope/tcpscope/tracer/ktime"
+	"github.com/tcpscope/tcpscope/tracer/live"
+	"github.com/tcpscope/tcpscope/tracer/loader"
+	"github.com/tcpscope/tcpscope/tracer/metrics"
+	"github.com/tcpscope/tcpscope/tracer/table"
+)
+
+// defaultListen is loopback only: the API shows every connection of the
+// host, so exposing it is a decision (with --web.config.file for TLS/auth).
+const defaultListen = "127.0.0.1:9477"
+
+type serveFlags struct {
+	listen, webConfig, ringSize, btf, logFormat string
+	topProcesses, streamQueue                   int
+	shutdownTimeout                             time.Duration
+}
+
+func newServeCommand() *cobra.Command {
+	var f serveFlags
+	cmd := &cobra.Command{
+		Use:   "serve [flags]",
+		Short: "Run as an agent: Prometheus metrics, an HTTP API and a live event stream",
+		Long: `Load and attach once, keep the live socket table, and serve it over HTTP:
+
+  /metrics            Prometheus metrics (tcpscope_*)
+  /api/v1/sockets     sockets as 'tcpscope netstat --json' (?state=&port=&pid=&netns=)
+  /api/v1/summary     sockets per state, host and per network namespace (?netns=)
+  /api/v1/events      live transitions as 'tcpscope trace --json' (NDJSON stream;
+                      ?state=&port=&pid=&netns=&comm=&laddr=&raddr=)
+  /healthz, /readyz   alive; ready once the table is seeded
+
+TLS and basic auth follow the Prometheus exporter convention
+(--web.config.file, see https://prometheus.io/docs/prometheus/latest/configuration/https/).
+Stops cleanly on SIGTERM or Ctrl-C.`,
+		Example: `  tcpscope serve
+  tcpscope serve --listen :9477 --web.config.file /etc/tcpscope/web.yml
+  curl -s localhost:9477/api/v1/summary`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			markRan(cmd)
+			return runServe(cmd.Context(), f, os.Stderr, nil)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.listen, "listen", defaultListen, "address to listen on (host:port)")
+	fl.StringVar(&f.webConfig, "web.config.file", "", "TLS and basic-auth configuration (Prometheus exporter-toolkit format)")
+	fl.IntVar(&f.topProcesses, "top-processes", 10, "processes named in tcpscope_close_wait_sockets_by_process; the rest are summed")
+	fl.IntVar(&f.streamQueue, "events.queue", 4096, "events one /api/v1/events client may have waiting before its events are dropped")
+	fl.StringVar(&f.logFormat, "log.format", "text", "log format: text or json")
+	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 5*time.Second, "how long to let requests finish on SIGTERM")
+	fl.StringVar(&f.ringSize, "ring-size", "8M", "ring buffer size, a power of two (e.g. 4M, 64M)")
+	fl.StringVar(&f.btf, "btf", "", "kernel BTF file to use instead of /sys/kernel/btf/vmlinux")
+	fl.SortFlags = false
+	return cmd
+}
+
+// addrInUseError: the listen address is taken (another agent running?).
+type addrInUseError struct{ addr string }
+
+func (e addrInUseError) Error() string {
+	return fmt.Sprintf("listen %s: address already in use (is another tcpscope serve running?)", e.addr)
+}
+
+// runServe runs the agent until ctx ends or SIGTERM. listening, if set,
+// receives the bound address once the server accepts connections (tests).
+func runServe(ctx context.Context, f serveFlags, stderr io.Writer, listening func(net.Addr)) error {
+	ring, err := parseSize(f.ringSize)
+	if err != nil {
+		return usagef("--ring-size: %v", err)
+	}
+	if f.streamQueue < 1 {
+		return usagef("--events.queue %d: want at least 1", f.streamQueue)
+	}
+	if f.topProcesses < 1 {
+		return usagef("--top-processes %d: want at least 1", f.topProcesses)
+	}
+	var handler slog.Handler
+	switch f.logFormat {
+	case "text":
+		handler = slog.NewTextHandler(stderr, nil)
+	case "json":
+		handler = slog.NewJSONHandler(stderr, nil)
+	default:
+		return usagef("--log.format %q: want text or json", f.logFormat)
+	}
+	log := slog.New(handler)
+	secured, err := webConfigSecured(f.webConfig)
+	if err != nil {
+		return usagef("--web.config.file: %v", err)
+	}
+
+	// Bind before loading BPF: a taken port is the common mistake, and it
+	// should not cost a load and a seed.
+	ln, err := net.Listen("tcp", f.listen)
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return addrInUseError{f.listen}
+		}
+		return fmt.Errorf("listen: %w", err)
+	}
+	defer ln.Close()
+	if tcp, ok := ln.Addr().(*net.TCPAddr); ok && !tcp.IP.IsLoopback() && !secured {
+		log.Warn("listening on a non-loopback address without TLS or basic auth: anyone who can reach it sees every connection of this host; use --web.config.file",
+			"addr", ln.Addr().String())
+	}
+
+	ctx, cancel := commandContext(ctx, nil, false)
+	defer cancel()
+
+	tab := table.New()
+	reg := prometheus.NewRegistry()
+	a := api.New(api.Options{Table: tab, Clock: ktime.NewClock(), StreamQueue: f.streamQueue})
+	mux := http.NewServeMux()
+	mux.Handle("/", a.Handler())
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(handler, slog.LevelError)}))
+
+	// Streams end when baseCtx does, so that Shutdown need not wait for them.
+	baseCtx, endStreams := context.WithCancel(context.Background())
+	defer endStreams()
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return baseCtx },
+		ErrorLog:          slog.NewLogLogger(handler, slog.LevelWarn),
+	}
+	serveErr := make(chan error, 1)
+	go func() {
+		systemd := false
+		serveErr <- web.Serve(ln, srv, &web.FlagConfig{
+			WebListenAddresses: &[]string{f.listen},
+			WebSystemdSocket:   &systemd,
+			WebConfigFile:      &f.webConfig,
+		}, log)
+	}()
+	log.Info("listening", "addr", ln.Addr().String(), "tls_or_auth", secured)
+	if listening != nil {
+		listening(ln.Addr())
+	}
+	shutdown := func() {
+		endStreams()
+		sctx, scancel := context.WithTimeout(context.Background(), f.shutdownTimeout)
+		defer scancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			log.Warn("shutdown", "err", err)
+		}
+	}
+
+	start := time.Now()
+	startMono := ktime.Now()
+	tr, err := loader.New(loader.Config{RingBytes: ring, BTFPath: f.btf, Sockets: true})
+	if err != nil {
+		shutdown()
+		return err
+	}
+	defer tr.Close()
+	for _, w := range tr.Warnings() {
+		log.Warn(w)
+	}
+	var started atomic.Pointer[live.Live] // set once seeded; read by scrapes
+	reg.MustRegister(
+		metrics.New(metrics.Options{
+			Table: tab, Tracer: tr, TopProcesses: f.topProcesses, Version: version, Since: startMono,
+			Resyncs: func() uint64 {
+				if lv := started.Load(); lv != nil {
+					return lv.Resyncs()
+				}
+				return 0
+			},
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tcpscope_event_stream_clients",
+			Help: "Clients connected to /api/v1/events.",
+		}, func() float64 { return float64(a.Clients()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "tcpscope_event_stream_dropped_events_total",
+			Help: "Events dropped for /api/v1/events clients that did not keep up.",
+		}, func() float64 { return float64(a.Dropped()) }),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	a.SetWalker(tr)
+	lv, err := live.Start(ctx, tr, tab, live.Options{
+		Notify: func(msg string) { log.Warn("table", "msg", msg) },
+		Event:  a.Publish,
+	})
+	if err != nil {
+		shutdown()
+		if ctx.Err() != nil { // SIGTERM while seeding: a normal stop
+			log.Info("stopped before ready", "reason", context.Cause(ctx))
+			return nil
+		}
+		return err
+	}
+	started.Store(lv)
+	a.SetReady(lv.SeedMono())
+	lv.TakeSeed() // not needed: free it
+	log.Info("ready", "sockets", tab.Len(), "seed_time", time.Since(start).Round(time.Millisecond))
+
+	// lv.Wait may be called only once: it hands over Run's error.
+	var runErr error
+	waited := false
+	select {
+	case <-ctx.Done():
+	case <-lv.Done():
+		runErr, waited = lv.Wait(), true
+		if ctx.Err() == nil {
+			log.Error("tracer stopped", "err", runErr)
+			if runErr == nil {
+				runErr = errors.New("tracer stopped")
+			}
+		}
+	case err := <-serveErr:
+		runErr = fmt.Errorf("serve: %w", err)
+	}
+	if ctx.Err() != nil {
+		log.Info("stopping", "reason", context.Cause(ctx))
+	}
+	shutdown()
+	cancel()
+	if !waited {
+		if err := lv.Wait(); err != nil && runErr == nil {
+			runErr = err
+		}
+	}
+	log.Info("stopped")
+	return runErr
+}
+
+// webConfigSecured reads an exporter-toolkit web config and tells whether
+// it turns on TLS or basic auth ("" is neither). web.Validate checks the
+// file as the server will use it.
+func webConfigSecured(path string) (bool, error) {
+	if path == "" {
+		return false, nil
+	}
+	if err := web.Validate(path); err != nil {
+		return false, err
+	}
+	content, err := os.ReadFile(path)
+	if err != nil {
+		return false, err
+	}
+	var c web.Config
+	if err := yaml.UnmarshalStrict(content, &c); err != nil {
+		return false, err
+	}
+	return c.TLSConfig.IsEnabled() || len(c.Users) > 0, nil
+}

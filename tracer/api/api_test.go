@@ -1,0 +1,147 @@
+package api
+
+import (
+	"bufio"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tcpscope/tcpscope/tracer/event"
+	"github.com/tcpscope/tcpscope/tracer/ktime"
+	"github.com/tcpscope/tcpscope/tracer/table"
+)
+
+func transition(cookie uint64, old, new event.State, lport uint16, netns uint32) *event.Event {
+	return &event.Event{Kind: event.Transition, Cookie: cookie, Mono: ktime.Now(), Old: old, New: new, NetNS: netns,
+		Family: event.IPv4, Local: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), lport),
+		Remote: netip.MustParseAddrPort("127.0.0.1:80")}
+}
+
+func TestParamsErrors(t *testing.T) {
+	a := New(Options{Table: table.New()})
+	a.SetReady(1)
+	srv := httptest.NewServer(a.Handler())
+	defer srv.Close()
+	for _, q := range []string{
+		"/api/v1/summary?netns=x", "/api/v1/summary?netns=", "/api/v1/summary?netns=0", "/api/v1/summary?netns=4294967296",
+		"/api/v1/summary?port=80", "/api/v1/sockets?state=nope", "/api/v1/sockets?port=65536",
+		"/api/v1/sockets?pid=1&pid=2", "/api/v1/events?raddr=1.2.3.4/99", "/api/v1/events?x=1",
+	} {
+		resp, err := http.Get(srv.URL + q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body map[string]string
+		err = json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest || err != nil || body["error"] == "" || resp.Header.Get("Content-Type") != "application/json" {
+			t.Errorf("GET %s: %d %v %v, want 400 with a JSON error", q, resp.StatusCode, body, err)
+		}
+	}
+}
+
+func TestSummaryAndReadiness(t *testing.T) {
+	tab := table.New()
+	a := New(Options{Table: tab})
+	srv := httptest.NewServer(a.Handler())
+	defer srv.Close()
+	for _, p := range []string{"/readyz", "/api/v1/summary"} {
+		if resp, err := http.Get(srv.URL + p); err != nil || resp.StatusCode != http.StatusServiceUnavailable {
+			t.Errorf("%s before seeding: %v %v, want 503", p, resp.StatusCode, err)
+		}
+	}
+	tab.BeginSync()
+	tab.EndSync(nil, 1, nil)
+	tab.Apply(transition(1, event.Close, event.Listen, 80, 5))
+	tab.Apply(transition(2, event.Close, event.SynSent, 1000, 5))
+	tab.Apply(transition(2, event.SynSent, event.Established, 1000, 5))
+	tab.Apply(transition(3, event.Close, event.Listen, 81, 6))
+	a.SetReady(1)
+	var sum Summary
+	resp, err := http.Get(srv.URL + "/api/v1/summary?netns=5")
+	if err != nil {
+		t.Fatal(err)
+	}
+	json.NewDecoder(resp.Body).Decode(&sum)
+	resp.Body.Close()
+	want := map[string]int{"LISTEN": 1, "ESTABLISHED": 1}
+	if sum.Total != 2 || len(sum.States) != 2 || sum.States["LISTEN"] != 1 || sum.States["ESTABLISHED"] != 1 || len(sum.NetNS) != 1 || sum.NetNS[5].Total != 2 {
+		t.Errorf("summary?netns=5 = %+v, want %v in netns 5 only", sum, want)
+	}
+}
+
+// TestStreamSlowClientDoesNotBlock: Publish returns at once whatever the
+// clients do; a client whose queue overflowed is told how many it lost.
+func TestStreamSlowClientDoesNotBlock(t *testing.T) {
+	a := New(Options{Table: table.New(), StreamQueue: 4})
+	srv := httptest.NewServer(a.Handler())
+	defer srv.Close()
+	client := &http.Client{Timeout: 30 * time.Second} // bounds the test if the stream stalls
+	resp, err := client.Get(srv.URL + "/api/v1/events?netns=9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	for a.Clients() != 1 {
+		time.Sleep(time.Millisecond)
+	}
+	// The client reads nothing yet: far more events than its queue holds,
+	// and some of another namespace, which it must not get.
+	const n = 100000
+	for i := range n {
+		a.Publish(transition(uint64(i), event.SynSent, event.Established, uint16(10000+i%1000), 9))
+		a.Publish(transition(uint64(i), event.SynSent, event.Established, 1, 8))
+	}
+	if a.Dropped() == 0 {
+		t.Fatalf("%d events into a queue of 4 with nobody reading: nothing dropped", n)
+	}
+	// A final, recognisable event after the flood, once the handler has
+	// taken what it queued (else this one could be dropped too).
+	a.mu.RLock()
+	for c := range a.clients {
+		for len(c.queue) > 0 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	a.mu.RUnlock()
+	a.Publish(transition(1, event.Established, event.FinWait1, 4242, 9))
+	sc := bufio.NewScanner(resp.Body)
+	var dropped, events int
+	for sc.Scan() {
+		line := sc.Text()
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("bad line %q: %v", line, err)
+		}
+		if d, ok := m["dropped"]; ok {
+			dropped += int(d.(float64))
+			continue
+		}
+		events++
+		if m["netns"] != float64(9) {
+			t.Fatalf("event of another namespace: %s", line)
+		}
+		if m["lport"] == float64(4242) {
+			break
+		}
+	}
+	if events+dropped != n+1 {
+		t.Errorf("received %d events and %d reported dropped, want %d in all", events, dropped, n+1)
+	}
+	if !strings.Contains(resp.Header.Get("Content-Type"), "ndjson") {
+		t.Errorf("content type %q", resp.Header.Get("Content-Type"))
+	}
+	resp.Body.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for a.Clients() != 0 && time.Now().Before(deadline) {
+		a.Publish(transition(1, event.SynSent, event.Established, 1, 9)) // a write notices the hang-up
+		time.Sleep(10 * time.Millisecond)
+	}
+	if a.Clients() != 0 {
+		t.Errorf("client still registered after hanging up")
+	}
+}
