@@ -101,13 +101,25 @@ func TestStreamSlowClientDoesNotBlock(t *testing.T) {
 	}
 	// A final, recognisable event after the flood, once the handler has
 	// taken what it queued (else this one could be dropped too).
-	a.mu.RLock()
-	for c := range a.clients {
-		for len(c.queue) > 0 {
-			time.Sleep(time.Millisecond)
+	// (The lock only around each look: a handler that gives up takes the
+	// write lock to leave.)
+	queued := func() int {
+		a.mu.RLock()
+		defer a.mu.RUnlock()
+		n := 0
+		for c := range a.clients {
+			n += len(c.queue)
+		}
+		return n
+	}
+	for deadline := time.Now().Add(10 * time.Second); queued() > 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the stream handler took nothing from its queue in 10 s (clients: %d)", a.Clients())
 		}
 	}
-	a.mu.RUnlock()
+	if a.Clients() != 1 {
+		t.Fatalf("the stream client left during the flood")
+	}
 	a.Publish(transition(1, event.Established, event.FinWait1, 4242, 9))
 	sc := bufio.NewScanner(resp.Body)
 	var dropped, events int
