@@ -573,29 +573,38 @@ int BPF_PROG(on_state_change_nested, const struct sock *sk, const int oldstate, 
 	return handle_transition(sk, oldstate, newstate, true);
 }
 
+/* Turns a pointer the verifier sees as a number into one it allows plain
+ * (guarded, read-only) loads through. */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+
 /* Record the accepting process as the owner of the socket accept() returned:
- * resolve the fd through the current task's fd table. */
+ * resolve the fd through the current task's fd table. Plain loads through
+ * the task pointer (guarded loads, several times cheaper than probe reads);
+ * only the fd array slot, which the verifier sees as a number, is probe
+ * read. */
 static __always_inline int on_accept_exit(long fd)
 {
 	if (fd < 0)
 		return 0;
 
 	struct task_struct *task = bpf_get_current_task_btf();
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
+	struct fdtable *fdt = task->files->fdt;
+	if (!fdt || fd >= fdt->max_fds)
 		return 0;
 
-	struct file **fds = BPF_CORE_READ(fdt, fd);
-	struct file *file = NULL;
-	bpf_core_read(&file, sizeof(file), &fds[fd]);
-	if (!file || (BPF_CORE_READ(file, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
+	struct file *fp = NULL;
+	bpf_probe_read_kernel(&fp, sizeof(fp), &fdt->fd[fd]);
+	if (!fp)
+		return 0;
+	struct file *file = bpf_rdonly_cast(fp, bpf_core_type_id_kernel(struct file));
+	if ((file->f_inode->i_mode & S_IFMT) != S_IFSOCK)
 		return 0;
 
-	struct socket *sock = BPF_CORE_READ(file, private_data);
-	if (!sock || BPF_CORE_READ(sock, file) != file)
+	struct socket *sock = bpf_rdonly_cast(file->private_data, bpf_core_type_id_kernel(struct socket));
+	if (!sock || sock->file != fp)
 		return 0;
-	struct sock *sk = BPF_CORE_READ(sock, sk);
-	if (!sk || !(sk = tcp_sock_of(sk)))
+	struct sock *sk = sock->sk;
+	if (!sk || (sk->sk_protocol != IPPROTO_TCP && !(sk = tcp_sock_of(sk))))
 		return 0;
 
 	__u64 skaddr = (__u64)sk;
