@@ -175,7 +175,7 @@ func (t *TraceWriter) appendText(b []byte, e *event.Event) []byte {
 
 	start = len(b)
 	if e.Flags&event.PrevKnown != 0 {
-		b = strconv.AppendFloat(b, float64(e.InPrev)/float64(time.Millisecond), 'f', 3, 64)
+		b = appendMillis3(b, e.InPrev)
 	} else {
 		b = append(b, '-')
 	}
@@ -303,16 +303,68 @@ func appendJSONSafe(b, s []byte) []byte {
 
 func appendAddrPort(b []byte, ap netip.AddrPort) []byte {
 	a := ap.Addr()
-	if a.Is6() {
+	switch {
+	case a.Is4():
+		v4 := a.As4()
+		for i, o := range v4 {
+			if i > 0 {
+				b = append(b, '.')
+			}
+			b = appendSmall(b, uint(o))
+		}
+	case a.Is6():
 		b = append(b, '[')
 		b = a.AppendTo(b)
 		b = append(b, ']')
-	} else {
+	default:
 		b = a.AppendTo(b)
 	}
 	b = append(b, ':')
-	return strconv.AppendUint(b, uint64(ap.Port()), 10)
+	return appendSmall(b, uint(ap.Port()))
 }
+
+// appendSmall appends a number below 100000 (an IPv4 octet or a port)
+// without strconv's general path, which shows in a profile of `trace` under
+// load.
+func appendSmall(b []byte, v uint) []byte {
+	if v >= 100000 {
+		return strconv.AppendUint(b, uint64(v), 10)
+	}
+	var d [5]byte
+	i := len(d)
+	for {
+		i--
+		d[i] = byte('0' + v%10)
+		v /= 10
+		if v == 0 {
+			break
+		}
+	}
+	return append(b, d[i:]...)
+}
+
+// appendMillis3 appends d in milliseconds with three decimals, exactly as
+// strconv.AppendFloat(b, float64(d)/1e6, 'f', 3, 64) does, in integer
+// arithmetic. The float is within 2^-53 of the exact quotient, which is at
+// least 1e-6 ms away from a rounding boundary unless the nanoseconds end in
+// exactly 500; below 2^52 ns that error is smaller, so both round the same
+// way. The rest (ties, huge or negative values) goes to AppendFloat.
+func appendMillis3(b []byte, d time.Duration) []byte {
+	ns := int64(d)
+	if ns < 0 || ns >= 1<<52 || ns%1000 == 500 {
+		return strconv.AppendFloat(b, float64(d)/float64(time.Millisecond), 'f', 3, 64)
+	}
+	us := uint64(ns / 1000)
+	if ns%1000 > 500 {
+		us++
+	}
+	b = strconv.AppendUint(b, us/1000, 10)
+	frac := us % 1000
+	return append(b, '.', byte('0'+frac/100), byte('0'+frac/10%10), byte('0'+frac%10))
+}
+
+// spaces pads columns; wider gaps than this are padded in steps.
+const spaces = "                                "
 
 // pad appends spaces up to column width w (counted from the start of b);
 // a value at or past the column gets one separating space.
@@ -321,7 +373,8 @@ func pad(b []byte, w int) []byte {
 		return append(b, ' ')
 	}
 	for len(b) < w {
-		b = append(b, ' ')
+		n := min(w-len(b), len(spaces))
+		b = append(b, spaces[:n]...)
 	}
 	return b
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/netip"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -193,3 +194,34 @@ func BenchmarkTraceWrite(b *testing.B) {
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// appendMillis3 must print what AppendFloat prints, including the values
+// next to rounding ties and the ones it hands back to AppendFloat.
+func TestAppendMillis3MatchesAppendFloat(t *testing.T) {
+	cases := []time.Duration{0, 1, 499, 500, 501, 999, 1000, 1499, 1500, 1501, 999_499, 999_500, 999_501,
+		123_456_789, 2_000_000_500, 1<<52 - 1, 1 << 52, 1<<63 - 1, -1, -1_500_000}
+	// Plus a deterministic spread over many magnitudes.
+	x := uint64(0x9e3779b97f4a7c15)
+	for i := 0; i < 200000; i++ {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+		cases = append(cases, time.Duration(x>>(i%64)))
+	}
+	for _, d := range cases {
+		want := strconv.AppendFloat(nil, float64(d)/float64(time.Millisecond), 'f', 3, 64)
+		if got := appendMillis3(nil, d); !bytes.Equal(got, want) {
+			t.Fatalf("appendMillis3(%d) = %q, want %q", int64(d), got, want)
+		}
+	}
+}
+
+func TestAppendAddrPortMatchesNetip(t *testing.T) {
+	for _, s := range []string{"0.0.0.0:0", "127.0.0.1:80", "255.255.255.255:65535", "10.0.100.9:8080",
+		"[::1]:443", "[::ffff:1.2.3.4]:5", "[fe80::1]:22"} {
+		ap := netip.MustParseAddrPort(s)
+		if got := string(appendAddrPort(nil, ap)); got != ap.String() {
+			t.Errorf("appendAddrPort(%s) = %q", s, got)
+		}
+	}
+}

@@ -18,6 +18,16 @@ const hexDigits = "0123456789abcdef"
 // has room.
 func Append(dst, b []byte) []byte {
 	for len(b) > 0 {
+		// Copy a run of plain printable ASCII (the usual name) in one go.
+		n := 0
+		for n < len(b) && b[n] >= 0x20 && b[n] < 0x7f && b[n] != '\\' {
+			n++
+		}
+		if n > 0 {
+			dst = append(dst, b[:n]...)
+			b = b[n:]
+			continue
+		}
 		c := b[0]
 		if c >= 0x20 && c < 0x7f {
 			if c == '\\' {
