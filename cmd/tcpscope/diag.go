@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tcpscope/tcpscope/tracer/api"
 	"github.com/tcpscope/tcpscope/tracer/diag"
 	"github.com/tcpscope/tcpscope/tracer/event"
 	"github.com/tcpscope/tcpscope/tracer/ktime"
@@ -214,10 +215,7 @@ func runCloseWait(ctx context.Context, f closeWaitFlags, stdout, stderr io.Write
 		if err != nil {
 			return err
 		}
-		holders := diag.Holders{}
-		for _, h := range hs {
-			holders.Add(h.Key, h.PID, h.FD, h.Comm[:])
-		}
+		holders := api.HoldersOf(hs)
 		last = diag.CloseWait(lt.tab, diag.CloseWaitOptions{Now: ktime.Now(), MinAge: f.minAge, NetNS: lt.netns,
 			Holders: holders, History: hist, Cmdline: readCmdline})
 		if f.json {

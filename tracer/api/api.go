@@ -4,11 +4,15 @@
 //	GET /api/v1/sockets   sockets, one JSON object per line, as `tcpscope netstat --json`
 //	GET /api/v1/summary   sockets per state, for the host and per network namespace
 //	GET /api/v1/events    live transitions, one JSON object per line, as `tcpscope trace --json`
+//	GET /api/v1/closewait who is leaking sockets, as `tcpscope closewait --json`
+//	GET /api/v1/timewait  who is churning, as `tcpscope timewait --json`
+//	GET /api/v1/info      the agent's version and network namespace
 //	GET /healthz          the process is serving
 //	GET /readyz           the table has been seeded
 //
 // Query parameters filter as the CLI flags of the same name do (state, port,
-// pid, netns; events also comm, laddr, raddr). Unknown or malformed
+// pid, netns; events also comm, laddr, raddr; closewait min_age, threshold,
+// netns; timewait interval, warn, netns). Unknown or malformed
 // parameters get HTTP 400 with {"error": "..."}.
 //
 // The event stream never holds up the tracer: Publish hands each event to
@@ -18,6 +22,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -28,6 +33,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tcpscope/tcpscope/tracer/diag"
 	"github.com/tcpscope/tcpscope/tracer/event"
 	"github.com/tcpscope/tcpscope/tracer/filter"
 	"github.com/tcpscope/tcpscope/tracer/ktime"
@@ -42,6 +48,22 @@ type Walker interface {
 	AllSockets(dst []event.Socket) ([]event.Socket, map[uint32]bool, error)
 	Sockets(dst []event.Socket) ([]event.Socket, error)
 	SocketsIn(nsPath string, dst []event.Socket) ([]event.Socket, error)
+	// Holders walks every process's fd table for the holders of sockets
+	// in states (closewait).
+	Holders(states event.StateMask) ([]loader.Holder, error)
+	// Barrier returns once the events the kernel committed before the call
+	// have reached the table (timewait reports what happened until now).
+	Barrier(ctx context.Context) error
+}
+
+// HoldersOf turns a holder walk into diag's form (the CLI's closewait and
+// /api/v1/closewait read it the same way).
+func HoldersOf(hs []loader.Holder) diag.Holders {
+	holders := diag.Holders{}
+	for i := range hs {
+		holders.Add(hs[i].Key, hs[i].PID, hs[i].FD, hs[i].Comm[:])
+	}
+	return holders
 }
 
 // Options configure the API.
@@ -58,6 +80,23 @@ type Options struct {
 	// WriteTimeout ends a stream whose client has not taken a write for
 	// this long (default 30s).
 	WriteTimeout time.Duration
+
+	// TimeWait is the tracker installed on Table for /api/v1/timewait
+	// (nil: the route answers 404). It keeps TimeWaitKeep of entries: the
+	// longest interval a request may ask for (default 1m).
+	TimeWait     *diag.TimeWaitTracker
+	TimeWaitKeep time.Duration
+	// PortRange and TwReuse read net.ipv4.ip_local_port_range and
+	// net.ipv4.tcp_tw_reuse of the agent's namespace for timewait (nil:
+	// not known). Cmdline reads a process's command line for closewait.
+	PortRange func() ([2]uint16, error)
+	TwReuse   func() int
+	Cmdline   func(pid uint32) ([]byte, error)
+	// OwnNetNS is the agent's network namespace and Version its build, for
+	// /api/v1/info (clients default to the agent's namespace, as the CLI
+	// defaults to its own).
+	OwnNetNS uint32
+	Version  string
 }
 
 // API is the HTTP handler set. Create it with New.
@@ -67,6 +106,11 @@ type API struct {
 	seedMono atomic.Uint64
 
 	walkMu sync.Mutex
+
+	// cwHist remembers the counts of earlier closewait reports per
+	// (netns, min_age), for their growth rates.
+	cwMu   sync.Mutex
+	cwHist map[cwQuery]*diag.CloseWaitHistory
 
 	mu      sync.RWMutex
 	clients map[*client]struct{}
@@ -93,7 +137,10 @@ func New(opts Options) *API {
 	if opts.Clock == nil {
 		opts.Clock = ktime.NewClock()
 	}
-	return &API{opts: opts, clients: map[*client]struct{}{}}
+	if opts.TimeWaitKeep <= 0 {
+		opts.TimeWaitKeep = time.Minute
+	}
+	return &API{opts: opts, clients: map[*client]struct{}{}, cwHist: map[cwQuery]*diag.CloseWaitHistory{}}
 }
 
 // SetWalker sets the source of /api/v1/sockets once the tracer is loaded
@@ -147,6 +194,9 @@ func (a *API) Handler() http.Handler {
 	mux.HandleFunc("GET /api/v1/sockets", a.sockets)
 	mux.HandleFunc("GET /api/v1/summary", a.summary)
 	mux.HandleFunc("GET /api/v1/events", a.events)
+	mux.HandleFunc("GET /api/v1/closewait", a.closeWait)
+	mux.HandleFunc("GET /api/v1/timewait", a.timeWait)
+	mux.HandleFunc("GET /api/v1/info", a.info)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
@@ -171,16 +221,25 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	json.NewEncoder(w).Encode(v)
 }
 
+// checkParams refuses parameters a route does not take, and repeated ones
+// (but state).
+func checkParams(q url.Values, allowed ...string) error {
+	for k, vs := range q {
+		if !slices.Contains(allowed, k) {
+			return fmt.Errorf("unknown parameter %q (want one of %v)", k, allowed)
+		}
+		if k != "state" && len(vs) > 1 {
+			return fmt.Errorf("parameter %q given %d times", k, len(vs))
+		}
+	}
+	return nil
+}
+
 // params parses the query parameters a route accepts into a filter spec.
 func params(q url.Values, allowed ...string) (filter.Spec, error) {
 	var s filter.Spec
-	for k, vs := range q {
-		if !slices.Contains(allowed, k) {
-			return s, fmt.Errorf("unknown parameter %q (want one of %v)", k, allowed)
-		}
-		if k != "state" && len(vs) > 1 {
-			return s, fmt.Errorf("parameter %q given %d times", k, len(vs))
-		}
+	if err := checkParams(q, allowed...); err != nil {
+		return s, err
 	}
 	uintParam := func(name string, bits int) (uint64, error) {
 		vs, ok := q[name]
