@@ -200,7 +200,7 @@ func runServe(ctx context.Context, f serveFlags, stderr io.Writer, listening fun
 	var started atomic.Pointer[live.Live] // set once seeded; read by scrapes
 	reg.MustRegister(
 		metrics.New(metrics.Options{
-			Table: tab, Tracer: tr, TopProcesses: f.topProcesses, Version: version, Since: startMono,
+			Table: tab, Tracer: tr, TopProcesses: f.topProcesses, Version: version, Since: startMono, TimeWait: tw,
 			Resyncs: func() uint64 {
 				if lv := started.Load(); lv != nil {
 					return lv.Resyncs()

@@ -113,6 +113,11 @@ func TestServeCloseWait(t *testing.T) {
 	if got := hdr.Get(api.OverThresholdHeader); got != "1" {
 		t.Errorf("%s = %q with threshold 5 and %d sockets, want 1", api.OverThresholdHeader, got, n)
 	}
+	// /metrics classifies with the same code (from the table's owners).
+	series := fmt.Sprintf(`tcpscope_close_wait_sockets_by_process{comm="tcw-leaky",pid="%d"}`, srv.pid)
+	if m := scrape(t, s.base, ""); m[series] != n {
+		t.Errorf("%s = %v, want %d", series, m[series], n)
+	}
 	// min_age: they are younger than an hour.
 	if old, _ := closeWaitOf(t, s, fmt.Sprintf("?netns=%d&min_age=1h", ino)); old.Total != 0 || old.Younger != n {
 		t.Errorf("min_age=1h: total %d younger %d, want 0 and %d", old.Total, old.Younger, n)

@@ -256,6 +256,10 @@ func CloseWait(tab *table.Table, opts CloseWaitOptions) *CloseWaitReport {
 	return rep
 }
 
+// StateAge is how long e has been in its state at now (a lower bound when
+// it entered the state before tracing), as the reports count it.
+func StateAge(e *table.Entry, now uint64) Age { return ageOf(e, now) }
+
 // ageOf is how long e has been in its state at now.
 func ageOf(e *table.Entry, now uint64) Age {
 	switch {
