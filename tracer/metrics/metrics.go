@@ -69,7 +69,6 @@ type Collector struct {
 	closeWaitAge, closeWaitByProc, lost, resyncs *prometheus.Desc
 	ringUsed, ringSize, buildInfo, tableSockets  *prometheus.Desc
 	lifetime                                     prometheus.Histogram
-
 }
 
 // New returns a collector and installs its change hook on the table
