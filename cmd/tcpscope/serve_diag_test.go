@@ -8,6 +8,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -184,5 +186,203 @@ func TestServeTimeWait(t *testing.T) {
 	var info api.Info
 	if code := getJSON(t, s.base+"/api/v1/info", &info); code != http.StatusOK || !info.Ready || info.NetNS == 0 || info.NetNS == uint32(ino) {
 		t.Errorf("info: HTTP %d %+v", code, info)
+	}
+}
+
+// summaryText returns the raw lines of one namespace's --summary --netns block.
+func summaryText(out string, ino uint64) string {
+	var b strings.Builder
+	in := false
+	for _, l := range strings.Split(out, "\n") {
+		switch {
+		case l == fmt.Sprintf("netns %d:", ino):
+			in = true
+		case strings.HasPrefix(l, "netns "), l == "":
+			in = false
+		}
+		if in {
+			b.WriteString(l + "\n")
+		}
+	}
+	return b.String()
+}
+
+// stableJSON drops what two views at two moments cannot agree on (ages,
+// entry wall times, timers' countdowns, how the owner was learned: the
+// agent saw the sockets made, a one-shot run finds them in fd tables).
+func stableJSON(t *testing.T, ndjson string) []string {
+	t.Helper()
+	var out []string
+	for _, line := range strings.Split(strings.TrimSpace(ndjson), "\n") {
+		if line == "" {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("bad JSON %q: %v", line, err)
+		}
+		for _, k := range []string{"since", "age_ns", "age_at_least", "source", "fd", "tid"} {
+			delete(m, k)
+		}
+		delete(m["timer"].(map[string]any), "left_ns")
+		b, _ := json.Marshal(m)
+		out = append(out, string(b))
+	}
+	return out
+}
+
+// TestServerFlag: netstat, closewait and timewait with --server URL print
+// what the same commands print locally (a run inside the namespace at the
+// same moment), and agree with ss.
+func TestServerFlag(t *testing.T) {
+	needNetstatTools(t)
+	ns := newNS(t, "srvflag")
+	ino := netnsInode(t, ns)
+	s := startServe(t, "", "http", true, "--listen", "127.0.0.1:0")
+	srv := startProc(t, ns, "tsf-server")
+	cli := startProc(t, ns, "tsf-client")
+	l := srv.do("listen", "tcp4", "127.0.0.1:0")
+	addr := fmt.Sprintf("127.0.0.1:%d", l[1])
+	for range 3 {
+		cli.do("dial", "tcp4", addr)
+		srv.do("accept", l[0])
+	}
+	leakCloseWait(t, srv, cli, 4)
+	churnClientFirst(t, srv, cli, 6)
+	l6 := srv.do("listen", "tcp6", "[::1]:0")
+	cli.do("dial", "tcp6", fmt.Sprintf("[::1]:%d", l6[1]))
+	srv.do("accept", l6[0])
+	remote := []string{"--server", s.base, "--netns-id", strconv.FormatUint(ino, 10)}
+
+	// Local, remote, local again: the remote view must equal a local one
+	// that did not change around it. Bounded retries for the agent's table
+	// to catch up with the kernel.
+	same := func(what string, local func() string, server func() string, eq func(a, b string) bool) string {
+		t.Helper()
+		var l1, r, l2 string
+		for range 50 {
+			l1, r, l2 = local(), server(), local()
+			if l1 == l2 && eq(l1, r) {
+				return r
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		t.Errorf("%s: --server differs from local:\nlocal:\n%s\nserver:\n%s\nlocal again:\n%s", what, l1, r, l2)
+		return r
+	}
+	byteEq := func(a, b string) bool { return a == b }
+	for _, args := range [][]string{
+		{"-ant"}, {"-lnt"}, {"-ante"}, {"-antW", "--state", "time-wait"}, {"-an", "--state", "close-wait,listen"},
+		{"-ant6"}, {"-antp", "--state", "established", "--sort", "local"},
+	} {
+		out := same(strings.Join(args, " "),
+			func() string { return tcpscopeNetstat(t, ns, args...) },
+			func() string { return runIn(t, "", append(append([]string{binary, "netstat"}, args...), remote...)...) },
+			byteEq)
+		if len(strings.Split(out, "\n")) < 4 {
+			t.Errorf("netstat %v: hardly any output:\n%s", args, out)
+		}
+	}
+	// (-p: the agent's comm; locally argv[0]'s base name: the children are
+	// symlinks named as their comm, so the two agree here.)
+	// JSON: the same sockets with the same owners.
+	same("--json",
+		func() string { return strings.Join(stableJSON(t, tcpscopeNetstat(t, ns, "-an", "--json")), "\n") },
+		func() string {
+			return strings.Join(stableJSON(t, runIn(t, "", append([]string{binary, "netstat", "-an", "--json"}, remote...)...)), "\n")
+		}, byteEq)
+	// --summary: the namespace's block of a host-wide summary.
+	same("--summary --netns",
+		func() string { return summaryText(runIn(t, "", binary, "netstat", "--summary", "--netns"), ino) },
+		func() string {
+			return summaryText(runIn(t, "", binary, "netstat", "--summary", "--netns", "--server", s.base), ino)
+		}, func(a, b string) bool { return a == b && a != "" })
+	// And both as ss.
+	if n := ssStateCount(t, ns, "time-wait"); n != 6 {
+		t.Errorf("ss: %d TIME_WAIT, want the workload's 6", n)
+	}
+
+	// closewait: the same processes, counts, fds, ports and peers; ss's count.
+	type cwView struct {
+		Total     int
+		Processes []diag.CloseWaitProcess
+	}
+	cwOf := func(out string) string {
+		var rep diag.CloseWaitReport
+		if err := json.Unmarshal([]byte(out), &rep); err != nil {
+			t.Fatalf("closewait --json: %v: %q", err, out)
+		}
+		v := cwView{Total: rep.Total, Processes: rep.Processes}
+		for i := range v.Processes {
+			v.Processes[i].Oldest, v.Processes[i].Median, v.Processes[i].GrowthPerSec = diag.Age{}, diag.Age{}, nil
+		}
+		b, _ := json.Marshal(v)
+		return string(b)
+	}
+	cw := same("closewait --json",
+		func() string { return cwOf(runIn(t, ns, binary, "closewait", "--json")) },
+		func() string { return cwOf(runIn(t, "", append([]string{binary, "closewait", "--json"}, remote...)...)) },
+		byteEq)
+	if want := fmt.Sprintf(`"pid":%d,"comm":"tsf-server"`, srv.pid); !strings.Contains(cw, want) || !strings.Contains(cw, `"count":4`) {
+		t.Errorf("closewait: %s, want %s with 4", cw, want)
+	}
+	if n := ssStateCount(t, ns, "close-wait"); !strings.Contains(cw, fmt.Sprintf(`{"Total":%d,`, n)) {
+		t.Errorf("closewait total %s, ss %d", cw, n)
+	}
+	// --threshold works on the agent's report as on a local one.
+	r := runCLI(t, exec.Command(binary, append([]string{"closewait", "--threshold", "3"}, remote...)...))
+	if r.code != exitThreshold || !strings.Contains(r.stderr, "tsf-server") {
+		t.Errorf("closewait --server --threshold 3: exit %d, stderr %q", r.code, r.stderr)
+	}
+
+	// timewait: the TIME_WAIT sockets now, as ss and a local run see them.
+	type twView struct {
+		Current       int
+		TopRemotes    []diag.EndpointCount
+		TopLocalPorts []diag.PortCount
+	}
+	twOf := func(out string) string {
+		var rep diag.TimeWaitReport
+		if err := json.Unmarshal([]byte(out), &rep); err != nil {
+			t.Fatalf("timewait --json: %v: %q", err, out)
+		}
+		b, _ := json.Marshal(twView{rep.Current, rep.TopRemotes, rep.TopLocalPorts})
+		return string(b)
+	}
+	tw := same("timewait --json",
+		func() string { return twOf(runIn(t, ns, binary, "timewait", "--json", "--interval", "200ms")) },
+		func() string {
+			return twOf(runIn(t, "", append([]string{binary, "timewait", "--json", "--interval", "30s"}, remote...)...))
+		}, byteEq)
+	if n := ssStateCount(t, ns, "time-wait"); !strings.Contains(tw, fmt.Sprintf(`{"Current":%d,`, n)) {
+		t.Errorf("timewait %s, ss %d TIME_WAIT", tw, n)
+	}
+	// The agent saw the churn happen: its side and closer, which a run
+	// started afterwards cannot know.
+	var rep diag.TimeWaitReport
+	if err := json.Unmarshal([]byte(runIn(t, "", append([]string{binary, "timewait", "--json", "--interval", "1m"}, remote...)...)), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.ClientFirst != 6 || len(rep.Closers) != 1 || rep.Closers[0].Comm != "tsf-client" {
+		t.Errorf("timewait --server over 1m: client first %d, closers %+v; want 6 by tsf-client", rep.ClientFirst, rep.Closers)
+	}
+
+	// Errors: an agent that is not there, a bad URL, -c.
+	for _, tc := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"netstat", "-ant", "--server", "http://127.0.0.1:1"}, exitFailure},
+		{[]string{"netstat", "-ant", "--server", "ftp://x"}, exitUsage},
+		{[]string{"netstat", "-c", "--server", s.base}, exitUsage},
+		{[]string{"netstat", "--netns-id", "5"}, exitUsage},
+		{[]string{"timewait", "--interval", "2h", "--server", s.base}, exitUsage},
+		{[]string{"closewait", "--all-netns", "--netns-id", "5", "--server", s.base}, exitUsage},
+	} {
+		r := runCLI(t, exec.Command(binary, tc.args...))
+		if r.code != tc.code || strings.Count(strings.TrimSpace(r.stderr), "\n") > 1 {
+			t.Errorf("%v: exit %d (want %d), stderr %q", tc.args, r.code, tc.code, r.stderr)
+		}
+		noStackTrace(t, r)
 	}
 }
