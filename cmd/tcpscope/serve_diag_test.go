@@ -321,7 +321,9 @@ func TestServerFlag(t *testing.T) {
 	}
 	cw := same("closewait --json",
 		func() string { return cwOf(runIn(t, ns, binary, "closewait", "--json")) },
-		func() string { return cwOf(runIn(t, "", append([]string{binary, "closewait", "--json"}, remote...)...)) },
+		func() string {
+			return cwOf(runIn(t, "", append([]string{binary, "closewait", "--json"}, remote...)...))
+		},
 		byteEq)
 	if want := fmt.Sprintf(`"pid":%d,"comm":"tsf-server"`, srv.pid); !strings.Contains(cw, want) || !strings.Contains(cw, `"count":4`) {
 		t.Errorf("closewait: %s, want %s with 4", cw, want)
