@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
+	"github.com/tcpscope/tcpscope/tracer/cgroup"
 	"github.com/tcpscope/tcpscope/tracer/event"
 	"github.com/tcpscope/tcpscope/tracer/filter"
 	"github.com/tcpscope/tcpscope/tracer/ktime"
@@ -339,6 +340,10 @@ func writeSockets(w io.Writer, tr *loader.Tracer, tab *table.Table, lv *live.Liv
 	opts := v.opts
 	if opts.Program && !opts.JSON {
 		opts.ProgramName = programNames()
+	}
+	if opts.JSON {
+		// Each owner's cgroup and container, as the agent's API has them.
+		opts.Cgroup = (&cgroup.Resolver{}).Of
 	}
 	return netstat.Write(w, rows, opts)
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/tcpscope/tcpscope/tracer/api"
+	"github.com/tcpscope/tcpscope/tracer/cgroup"
 	"github.com/tcpscope/tcpscope/tracer/diag"
 	"github.com/tcpscope/tcpscope/tracer/event"
 	"github.com/tcpscope/tcpscope/tracer/netstat"
@@ -168,21 +169,30 @@ func remoteNetstat(ctx context.Context, f netstatFlags, v netstatView, w io.Writ
 		return err
 	}
 	var rows []netstat.Row
+	cgroups := map[uint32]cgroup.Info{}
+	sawCgroups := false
 	for line := range bytes.Lines(body) {
 		if len(bytes.TrimSpace(line)) == 0 {
 			continue
 		}
-		r, err := netstat.DecodeJSON(line)
+		r, cg, err := netstat.DecodeJSON(line)
 		if err != nil {
 			return fmt.Errorf("agent /api/v1/sockets: %w", err)
 		}
 		rows = append(rows, r)
+		if r.OwnerKnown {
+			cgroups[r.Owner.PID] = cg
+		}
+		sawCgroups = sawCgroups || bytes.Contains(line, []byte(`"cgroup":`))
 	}
 	sortRows(rows, v.sortBy)
 	opts := v.opts
 	// The agent sent wall times; -p shows the agent's comm (the pids are
 	// the agent's host's, and their command lines are not ours to read).
 	opts.Wall = netstat.WallFromUnix
+	if opts.JSON && sawCgroups {
+		opts.Cgroup = func(pid uint32) cgroup.Info { return cgroups[pid] }
+	}
 	return outputError(netstat.Write(w, rows, opts))
 }
 

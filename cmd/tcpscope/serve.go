@@ -21,6 +21,7 @@ import (
 	"go.yaml.in/yaml/v2"
 
 	"github.com/tcpscope/tcpscope/tracer/api"
+	"github.com/tcpscope/tcpscope/tracer/cgroup"
 	"github.com/tcpscope/tcpscope/tracer/diag"
 	"github.com/tcpscope/tcpscope/tracer/ktime"
 	"github.com/tcpscope/tcpscope/tracer/live"
@@ -47,14 +48,14 @@ func newServeCommand() *cobra.Command {
 		Long: `Load and attach once, keep the live socket table, and serve it over HTTP:
 
   /metrics            Prometheus metrics (tcpscope_*)
-  /api/v1/sockets     sockets as 'tcpscope netstat --json' (?state=&port=&pid=&netns=)
+  /api/v1/sockets     sockets as 'tcpscope netstat --json' (?state=&port=&pid=&netns=&container=)
   /api/v1/summary     sockets per state, host and per network namespace (?netns=)
   /api/v1/closewait   'tcpscope closewait --json' (?min_age=&threshold=&netns=)
   /api/v1/timewait    'tcpscope timewait --json' over the last interval
                       (?interval=&warn=&netns=; interval up to --timewait.keep)
   /api/v1/info        the agent's version and network namespace
   /api/v1/events      live transitions as 'tcpscope trace --json' (NDJSON stream;
-                      ?state=&port=&pid=&netns=&comm=&laddr=&raddr=)
+                      ?state=&port=&pid=&netns=&comm=&laddr=&raddr=&container=)
   /healthz, /readyz   alive; ready once the table is seeded
 
 TLS and basic auth follow the Prometheus exporter convention
@@ -150,7 +151,7 @@ func runServe(ctx context.Context, f serveFlags, stderr io.Writer, listening fun
 	reg := prometheus.NewRegistry()
 	a := api.New(api.Options{Table: tab, Clock: ktime.NewClock(), StreamQueue: f.streamQueue,
 		TimeWait: tw, TimeWaitKeep: f.timeWaitKeep, PortRange: localPortRange, TwReuse: twReuse, Cmdline: readCmdline,
-		OwnNetNS: own, Version: version})
+		OwnNetNS: own, Version: version, Cgroups: &cgroup.Resolver{}})
 	mux := http.NewServeMux()
 	mux.Handle("/", a.Handler())
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(handler, slog.LevelError)}))

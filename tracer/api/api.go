@@ -11,7 +11,7 @@
 //	GET /readyz           the table has been seeded
 //
 // Query parameters filter as the CLI flags of the same name do (state, port,
-// pid, netns; events also comm, laddr, raddr; closewait min_age, threshold,
+// pid, netns, container; events also comm, laddr, raddr; closewait min_age, threshold,
 // netns; timewait interval, warn, netns). Unknown or malformed
 // parameters get HTTP 400 with {"error": "..."}.
 //
@@ -33,6 +33,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tcpscope/tcpscope/tracer/cgroup"
 	"github.com/tcpscope/tcpscope/tracer/diag"
 	"github.com/tcpscope/tcpscope/tracer/event"
 	"github.com/tcpscope/tcpscope/tracer/filter"
@@ -97,6 +98,10 @@ type Options struct {
 	// defaults to its own).
 	OwnNetNS uint32
 	Version  string
+	// Cgroups, when set, adds each owner's cgroup and container to sockets
+	// and events, and lets them be filtered by ?container= (an id, a
+	// 12-digit prefix of one, or a systemd unit).
+	Cgroups *cgroup.Resolver
 }
 
 // API is the HTTP handler set. Create it with New.
@@ -118,7 +123,8 @@ type API struct {
 }
 
 type client struct {
-	spec    filter.Spec
+	spec      filter.Spec
+	container string
 	queue   chan event.Event
 	dropped atomic.Uint64
 }
@@ -167,6 +173,10 @@ func (a *API) Publish(e *event.Event) {
 	defer a.mu.RUnlock()
 	for c := range a.clients {
 		if !c.spec.Match(e) {
+			continue
+		}
+		// A cached lookup; a new process costs one read of its cgroup file.
+		if c.container != "" && (e.Flags&event.OwnerKnown == 0 || !cgroup.Match(a.opts.Cgroups.Of(e.Owner.PID), c.container)) {
 			continue
 		}
 		select {
@@ -284,10 +294,30 @@ func params(q url.Values, allowed ...string) (filter.Spec, error) {
 	return s, nil
 }
 
+// containerParam reads ?container=, which needs the agent's cgroup resolver.
+func (a *API) containerParam(q url.Values) (string, error) {
+	vs, ok := q["container"]
+	if !ok {
+		return "", nil
+	}
+	if vs[0] == "" {
+		return "", fmt.Errorf("container: want a container id, a prefix of 12 or more of its digits, or a systemd unit")
+	}
+	if a.opts.Cgroups == nil {
+		return "", fmt.Errorf("container: this agent does not read cgroups")
+	}
+	return vs[0], nil
+}
+
 // sockets walks the kernel's socket tables (for Recv-Q, Send-Q and timers,
 // as netstat does) and joins each socket with its age from the table.
 func (a *API) sockets(w http.ResponseWriter, r *http.Request) {
-	spec, err := params(r.URL.Query(), "state", "port", "pid", "netns")
+	spec, err := params(r.URL.Query(), "state", "port", "pid", "netns", "container")
+	if err != nil {
+		badRequest(w, "%v", err)
+		return
+	}
+	container, err := a.containerParam(r.URL.Query())
 	if err != nil {
 		badRequest(w, "%v", err)
 		return
@@ -307,11 +337,16 @@ func (a *API) sockets(w http.ResponseWriter, r *http.Request) {
 	socks = slices.DeleteFunc(socks, func(s event.Socket) bool {
 		return (spec.NetNS != 0 && s.NetNS != spec.NetNS) ||
 			(spec.Port != 0 && s.Local.Port() != spec.Port && s.Remote.Port() != spec.Port) ||
-			(spec.PID != 0 && (!s.OwnerKnown || s.Owner.PID != spec.PID))
+			(spec.PID != 0 && (!s.OwnerKnown || s.Owner.PID != spec.PID)) ||
+			(container != "" && (!s.OwnerKnown || !cgroup.Match(a.opts.Cgroups.Of(s.Owner.PID), container)))
 	})
 	rows := netstat.JoinRows(socks, a.opts.Table, a.seedMono.Load(), ktime.Now(), spec.States, true)
 	w.Header().Set("Content-Type", "application/x-ndjson")
-	netstat.Write(w, rows, netstat.Options{All: true, JSON: true, Wall: a.opts.Clock.Wall})
+	opts := netstat.Options{All: true, JSON: true, Wall: a.opts.Clock.Wall}
+	if a.opts.Cgroups != nil {
+		opts.Cgroup = a.opts.Cgroups.Of
+	}
+	netstat.Write(w, rows, opts)
 }
 
 // walk reads the sockets of one network namespace (netns != 0) or of all.
@@ -388,12 +423,17 @@ func (a *API) summary(w http.ResponseWriter, r *http.Request) {
 
 // events streams transitions until the client goes away.
 func (a *API) events(w http.ResponseWriter, r *http.Request) {
-	spec, err := params(r.URL.Query(), "state", "port", "pid", "netns", "comm", "laddr", "raddr")
+	spec, err := params(r.URL.Query(), "state", "port", "pid", "netns", "comm", "laddr", "raddr", "container")
 	if err != nil {
 		badRequest(w, "%v", err)
 		return
 	}
-	c := &client{spec: spec, queue: make(chan event.Event, a.opts.StreamQueue)}
+	container, err := a.containerParam(r.URL.Query())
+	if err != nil {
+		badRequest(w, "%v", err)
+		return
+	}
+	c := &client{spec: spec, container: container, queue: make(chan event.Event, a.opts.StreamQueue)}
 	a.mu.Lock()
 	a.clients[c] = struct{}{}
 	a.mu.Unlock()
@@ -410,7 +450,11 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 	if err := rc.Flush(); err != nil {
 		return
 	}
-	out := output.NewTraceWriter(w, a.opts.Clock, output.TraceOptions{Format: output.JSON})
+	topts := output.TraceOptions{Format: output.JSON}
+	if a.opts.Cgroups != nil {
+		topts.Cgroup = a.opts.Cgroups.Of
+	}
+	out := output.NewTraceWriter(w, a.opts.Clock, topts)
 	var note []byte
 	// write tells the client what it lost before the event that follows
 	// the loss, so that the stream says where the gap is.

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/tcpscope/tcpscope/tracer/cgroup"
 	"github.com/tcpscope/tcpscope/tracer/event"
 	"github.com/tcpscope/tcpscope/tracer/termsafe"
 )
@@ -30,6 +31,8 @@ type jsonRow struct {
 	PID        *uint32    `json:"pid"`
 	TID        *uint32    `json:"tid"`
 	Comm       *string    `json:"comm"`
+	Cgroup     *string    `json:"cgroup"`
+	Container  *string    `json:"container"`
 	Source     string     `json:"source"`
 	Timer      struct {
 		Kind        string `json:"kind"`
@@ -44,24 +47,30 @@ type jsonRow struct {
 // DecodeJSON reads one socket as Write prints it with Options.JSON (an
 // agent's /api/v1/sockets), so that it can be printed again in any of
 // Write's forms. The entry time comes back as Since = its wall time in Unix
-// nanoseconds: print with Options.Wall = WallFromUnix.
-func DecodeJSON(line []byte) (Row, error) {
+// nanoseconds: print with Options.Wall = WallFromUnix. cg is the owner's
+// cgroup when the row has one (print with Options.Cgroup).
+func DecodeJSON(line []byte) (r Row, cg cgroup.Info, err error) {
 	var j jsonRow
 	if err := json.Unmarshal(line, &j); err != nil {
-		return Row{}, fmt.Errorf("socket JSON: %w", err)
+		return Row{}, cg, fmt.Errorf("socket JSON: %w", err)
 	}
-	var r Row
+	if j.Cgroup != nil {
+		cg.Path = string(termsafe.Unescape(nil, []byte(*j.Cgroup)))
+	}
+	if j.Container != nil {
+		cg.Container = string(termsafe.Unescape(nil, []byte(*j.Container)))
+	}
 	switch j.Family {
 	case "ipv4":
 		r.Family = event.IPv4
 	case "ipv6":
 		r.Family = event.IPv6
 	default:
-		return r, fmt.Errorf("socket JSON: family %q", j.Family)
+		return r, cg, fmt.Errorf("socket JSON: family %q", j.Family)
 	}
 	st, err := event.ParseState(j.State)
 	if err != nil {
-		return r, fmt.Errorf("socket JSON: %w", err)
+		return r, cg, fmt.Errorf("socket JSON: %w", err)
 	}
 	r.State = st
 	switch j.Kind {
@@ -75,7 +84,7 @@ func DecodeJSON(line []byte) (Row, error) {
 			r.State = event.NewSynRecv // the kernel's state of a request socket
 		}
 	default:
-		return r, fmt.Errorf("socket JSON: kind %q", j.Kind)
+		return r, cg, fmt.Errorf("socket JSON: kind %q", j.Kind)
 	}
 	r.Local = netip.AddrPortFrom(j.LAddr, j.LPort)
 	r.Remote = netip.AddrPortFrom(j.RAddr, j.RPort)
@@ -109,7 +118,7 @@ func DecodeJSON(line []byte) (Row, error) {
 	r.TimerLeft = time.Duration(j.Timer.LeftNs)
 	r.Retransmits, r.Probes = j.Timer.Retransmits, j.Timer.Probes
 	r.NetNS, r.Cookie = j.NetNS, j.Cookie
-	return r, nil
+	return r, cg, nil
 }
 
 // WallFromUnix is Options.Wall for rows from DecodeJSON.

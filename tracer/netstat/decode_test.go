@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tcpscope/tcpscope/tracer/cgroup"
 	"github.com/tcpscope/tcpscope/tracer/event"
 )
 
@@ -36,31 +37,39 @@ func TestDecodeJSONRoundTrip(t *testing.T) {
 			Local: netip.MustParseAddrPort("127.0.0.1:80"), Remote: netip.MustParseAddrPort("127.0.0.1:40001"),
 			FD: -1, Timer: event.TimerRetransmit, TimerLeft: time.Second, Retransmits: 1}},
 	}
+	cgroups := map[uint32]cgroup.Info{1: {Path: "/system.slice/ssh.service", Container: "ssh.service"}, 42: {Path: "/we\x1bird"}}
+	cgOf := func(pid uint32) cgroup.Info { return cgroups[pid] }
 	for _, opts := range []Options{
 		{All: true, JSON: true, Wall: WallFromUnix},
+		{All: true, JSON: true, Wall: WallFromUnix, Cgroup: cgOf},
 		{All: true, NumericHosts: true, NumericPorts: true, NumericUsers: true, Extend: 2, Program: true, Timers: true, Age: true, Wide: true},
 	} {
 		var first, second bytes.Buffer
-		if err := Write(&first, rows, Options{All: true, JSON: true, Wall: WallFromUnix}); err != nil {
+		if err := Write(&first, rows, Options{All: true, JSON: true, Wall: WallFromUnix, Cgroup: cgOf}); err != nil {
 			t.Fatal(err)
 		}
 		var back []Row
+		got := map[uint32]cgroup.Info{}
 		for _, line := range strings.Split(strings.TrimSpace(first.String()), "\n") {
-			r, err := DecodeJSON([]byte(line))
+			r, cg, err := DecodeJSON([]byte(line))
 			if err != nil {
 				t.Fatalf("%s: %v", line, err)
 			}
 			back = append(back, r)
+			got[r.Owner.PID] = cg
 		}
 		var want bytes.Buffer
 		Write(&want, rows, opts)
+		if opts.Cgroup != nil {
+			opts.Cgroup = func(pid uint32) cgroup.Info { return got[pid] }
+		}
 		Write(&second, back, opts)
 		if want.String() != second.String() {
 			t.Errorf("JSON %v: printed again\n%s\nwant\n%s", opts.JSON, second.String(), want.String())
 		}
 	}
 	for _, bad := range []string{`{`, `{"family":"ipx"}`, `{"family":"ipv4","state":"NOPE"}`, `{"family":"ipv4","state":"LISTEN","kind":"odd"}`} {
-		if _, err := DecodeJSON([]byte(bad)); err == nil {
+		if _, _, err := DecodeJSON([]byte(bad)); err == nil {
 			t.Errorf("DecodeJSON(%s): no error", bad)
 		}
 	}
