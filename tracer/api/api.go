@@ -125,8 +125,8 @@ type API struct {
 type client struct {
 	spec      filter.Spec
 	container string
-	queue   chan event.Event
-	dropped atomic.Uint64
+	queue     chan event.Event
+	dropped   atomic.Uint64
 }
 
 // New returns an API that is not ready until SetReady.
