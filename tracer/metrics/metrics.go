@@ -8,7 +8,7 @@
 // TIME_WAIT entries by side. Both cost a few integer operations per change.
 //
 // TIME_WAIT sides and CLOSE_WAIT owners are tracer/diag's (the tracker's
-// counters, diag.TimeWaitBySide, diag.CloseWait), so that the metrics, the
+// counters, diag.TimeWaitBySide, diag.CloseWaitCounts), so that the metrics, the
 // API and the CLI classify alike. CLOSE_WAIT owners come from the table
 // (no fd-table walk at scrape time): a socket shared by several processes
 // counts for the one that used it last.
@@ -190,11 +190,11 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	})
 	ch <- prometheus.MustNewConstHistogram(c.closeWaitAge, cwCount, cwSum, cwBuckets)
 
-	// diag's report, worst first; without an fd-table walk it takes the
-	// table's owners.
-	cw := diag.CloseWait(tab, diag.CloseWaitOptions{Now: now, Top: 1})
+	// Counted by diag's rules, worst first; without an fd-table walk it
+	// takes the table's owners.
+	procs, orphans := diag.CloseWaitCounts(tab, now)
 	other := 0
-	for i, p := range cw.Processes {
+	for i, p := range procs {
 		if i >= c.opts.TopProcesses {
 			other += p.Count
 			continue
@@ -204,8 +204,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	if other > 0 {
 		gauge(c.closeWaitByProc, float64(other), "", "other")
 	}
-	if len(cw.Orphans) > 0 {
-		gauge(c.closeWaitByProc, float64(len(cw.Orphans)), "", "orphan")
+	if orphans > 0 {
+		gauge(c.closeWaitByProc, float64(orphans), "", "orphan")
 	}
 
 	if c.opts.Tracer != nil {

@@ -168,3 +168,34 @@ func TestCollectorLint(t *testing.T) {
 		t.Errorf("lint: %s: %s", p.Metric, p.Text)
 	}
 }
+
+// BenchmarkCollect: one scrape of a table with n CLOSE_WAIT sockets over
+// 100 processes and n TIME_WAIT sockets.
+func BenchmarkCollect(b *testing.B) {
+	for _, n := range []int{1000, 50000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			tab := table.New()
+			c := New(Options{Table: tab, Version: "bench", Since: 1})
+			tab.BeginSync()
+			tab.EndSync(nil, 1, nil)
+			for i := range n {
+				o := owner(uint32(100+i%100), fmt.Sprintf("app%d", i%100))
+				l := netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), uint16(1024+i%60000))
+				r := netip.AddrPortFrom(netip.MustParseAddr("10.0.1.1"), uint16(1+i/60000))
+				tab.Apply(tr(uint64(2*i+1), 10, event.SynSent, event.Established, l, r, o))
+				tab.Apply(tr(uint64(2*i+1), 11, event.Established, event.CloseWait, l, r, o))
+				tw := tr(uint64(2*i+2), 12, 0, event.TimeWait, l, netip.AddrPortFrom(netip.MustParseAddr("10.0.2.1"), uint16(1+i/60000)), event.Task{})
+				tw.Kind = event.TimewaitStart
+				tab.Apply(tw)
+			}
+			reg := prometheus.NewPedanticRegistry()
+			reg.MustRegister(c)
+			b.ResetTimer()
+			for range b.N {
+				if _, err := reg.Gather(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
