@@ -10,6 +10,9 @@
 //	GET /healthz          the process is serving
 //	GET /readyz           the table has been seeded
 //
+// Sockets and events carry their owner's cgroup path and container (see
+// package cgroup) when Options.Cgroups is set.
+//
 // Query parameters filter as the CLI flags of the same name do (state, port,
 // pid, netns, container; events also comm, laddr, raddr; closewait min_age, threshold,
 // netns; timewait interval, warn, netns). Unknown or malformed
