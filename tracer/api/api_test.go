@@ -101,15 +101,25 @@ func TestStreamSlowClientDoesNotBlock(t *testing.T) {
 		t.Fatalf("%d events into a queue of 4 with nobody reading: nothing dropped", n)
 	}
 	// A final, recognisable event after the flood, once the handler has
-	// taken what it queued (else this one could be dropped too).
+	// taken what it queued (else this one could be dropped too). The
+	// handler takes it only as fast as the client below reads: wait
+	// alongside, without holding the API's lock (the handler needs it to
+	// end), and bounded.
 	a.mu.RLock()
+	var queues []chan event.Event
 	for c := range a.clients {
-		for len(c.queue) > 0 {
-			time.Sleep(time.Millisecond)
-		}
+		queues = append(queues, c.queue)
 	}
 	a.mu.RUnlock()
-	a.Publish(transition(1, event.Established, event.FinWait1, 4242, 9))
+	go func() {
+		deadline := time.Now().Add(20 * time.Second)
+		for _, q := range queues {
+			for len(q) > 0 && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+			}
+		}
+		a.Publish(transition(1, event.Established, event.FinWait1, 4242, 9))
+	}()
 	sc := bufio.NewScanner(resp.Body)
 	var dropped, events int
 	for sc.Scan() {
