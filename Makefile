@@ -53,13 +53,14 @@ test: deps check-generate lint ## everything CI runs: generated files, lint, all
 	$(MAKE) --no-print-directory fuzz
 
 test-unit: ## tests that need neither root nor BPF
-	$(GO) test -count=1 ./tracer/event ./tracer/filter ./tracer/output ./tracer/termsafe ./tracer/ktime ./tracer/table ./tracer/netstat ./tracer/topview/... ./tracer/metrics ./tracer/api
+	$(GO) test -count=1 ./tracer/event ./tracer/filter ./tracer/output ./tracer/termsafe ./tracer/ktime ./tracer/table ./tracer/netstat ./tracer/topview/... ./tracer/metrics ./tracer/api ./tracer/cgroup
 	$(GO) test -count=1 -skip '^TestRoot' ./tracer/diag
 
 fuzz: ## run each fuzz target for FUZZTIME (default 10s)
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./tracer/event
 	$(GO) test -run '^$$' -fuzz '^FuzzAppend$$' -fuzztime $(FUZZTIME) ./tracer/termsafe
 	$(GO) test -run '^$$' -fuzz '^FuzzNetstatFlags$$' -fuzztime $(FUZZTIME) ./cmd/tcpscope
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeJSON$$' -fuzztime $(FUZZTIME) ./tracer/netstat
 
 bench: deps build ## Go benchmarks and the churn report against peers (root): out/bench.md
 	$(GO) test -run '^$$' -bench . -benchmem ./tracer/event ./tracer/output ./tracer/table ./tracer/topview ./tracer/netstat

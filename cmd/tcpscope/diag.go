@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tcpscope/tcpscope/tracer/api"
 	"github.com/tcpscope/tcpscope/tracer/diag"
 	"github.com/tcpscope/tcpscope/tracer/event"
 	"github.com/tcpscope/tcpscope/tracer/ktime"
@@ -40,6 +41,7 @@ func (e thresholdError) Error() string {
 type tableFlags struct {
 	json, watch, allNetNS bool
 	ringSize, btf         string
+	serverFlags
 }
 
 func (f *tableFlags) register(cmd *cobra.Command) {
@@ -49,6 +51,14 @@ func (f *tableFlags) register(cmd *cobra.Command) {
 	fl.BoolVar(&f.allNetNS, "all-netns", false, "every network namespace, not only tcpscope's own")
 	fl.StringVar(&f.ringSize, "ring-size", "8M", "ring buffer size, a power of two (e.g. 4M, 64M)")
 	fl.StringVar(&f.btf, "btf", "", "kernel BTF file to use instead of /sys/kernel/btf/vmlinux")
+	f.serverFlags.register(fl)
+}
+
+func (f *tableFlags) check() error {
+	if f.allNetNS && f.netnsID != 0 {
+		return usagef("--all-netns and --netns-id exclude each other")
+	}
+	return f.serverFlags.check()
 }
 
 // liveTable is a tracer feeding a seeded table until ctx ends.
@@ -187,8 +197,35 @@ func runCloseWait(ctx context.Context, f closeWaitFlags, stdout, stderr io.Write
 	if f.interval <= 0 {
 		return usagef("--interval %v: must be positive", f.interval)
 	}
+	if err := f.tableFlags.check(); err != nil {
+		return err
+	}
 	ctx, cancel := commandContext(ctx, stdout, f.watch)
 	defer cancel()
+	var last *diag.CloseWaitReport
+	print := func(rep *diag.CloseWaitReport, at time.Time) error {
+		last = rep
+		if f.json {
+			return outputError(output.WriteJSON(stdout, rep))
+		}
+		if f.watch {
+			fmt.Fprintf(stdout, "--- %s\n", at.Format("15:04:05"))
+		}
+		if err := output.WriteCloseWait(stdout, rep); err != nil {
+			return outputError(err)
+		}
+		if f.watch {
+			fmt.Fprintln(stdout)
+		}
+		return nil
+	}
+	if f.server != "" {
+		if err := remoteCloseWait(ctx, f, print); err != nil {
+			return err
+		}
+		return overThreshold(last, f.threshold)
+	}
+
 	lt, err := startTable(ctx, f.tableFlags, stderr, nil)
 	if err != nil {
 		return err
@@ -207,32 +244,15 @@ func runCloseWait(ctx context.Context, f closeWaitFlags, stdout, stderr io.Write
 		}
 	}
 	hist := &diag.CloseWaitHistory{}
-	var last *diag.CloseWaitReport
 	clock := ktime.NewClock()
 	report := func() error {
 		hs, err := lt.tr.Holders(event.StateMask(0).With(event.CloseWait))
 		if err != nil {
 			return err
 		}
-		holders := diag.Holders{}
-		for _, h := range hs {
-			holders.Add(h.Key, h.PID, h.FD, h.Comm[:])
-		}
-		last = diag.CloseWait(lt.tab, diag.CloseWaitOptions{Now: ktime.Now(), MinAge: f.minAge, NetNS: lt.netns,
-			Holders: holders, History: hist, Cmdline: readCmdline})
-		if f.json {
-			return outputError(output.WriteJSON(stdout, last))
-		}
-		if f.watch {
-			fmt.Fprintf(stdout, "--- %s\n", clock.Wall(last.Mono).Format("15:04:05"))
-		}
-		if err := output.WriteCloseWait(stdout, last); err != nil {
-			return outputError(err)
-		}
-		if f.watch {
-			fmt.Fprintln(stdout)
-		}
-		return nil
+		rep := diag.CloseWait(lt.tab, diag.CloseWaitOptions{Now: ktime.Now(), MinAge: f.minAge, NetNS: lt.netns,
+			Holders: api.HoldersOf(hs), History: hist, Cmdline: readCmdline})
+		return print(rep, clock.Wall(rep.Mono))
 	}
 	if err := report(); err != nil {
 		return err
@@ -312,12 +332,32 @@ func runTimeWait(ctx context.Context, f timeWaitFlags, stdout, stderr io.Writer)
 	if f.warn <= 0 || f.warn > 1 {
 		return usagef("--warn %v: want a fraction in (0, 1]", f.warn)
 	}
+	if err := f.tableFlags.check(); err != nil {
+		return err
+	}
+	ctx, cancel := commandContext(ctx, stdout, f.watch)
+	defer cancel()
+	print := func(rep *diag.TimeWaitReport, at time.Time) error {
+		if f.json {
+			return outputError(output.WriteJSON(stdout, rep))
+		}
+		if f.watch {
+			fmt.Fprintf(stdout, "--- %s\n", at.Format("15:04:05"))
+		}
+		err := output.WriteTimeWait(stdout, rep)
+		if err == nil && f.watch {
+			_, err = fmt.Fprintln(stdout)
+		}
+		return outputError(err)
+	}
+	if f.server != "" {
+		return remoteTimeWait(ctx, f, print)
+	}
+
 	portRange, err := localPortRange()
 	if err != nil {
 		fmt.Fprintf(stderr, "tcpscope: warning: %v: no port exhaustion check\n", err)
 	}
-	ctx, cancel := commandContext(ctx, stdout, f.watch)
-	defer cancel()
 	// The first report covers everything since the programs were attached:
 	// seeding the table (walking every namespace) may take a while, and
 	// connections that enter TIME_WAIT meanwhile belong in it.
@@ -357,19 +397,8 @@ func runTimeWait(ctx context.Context, f timeWaitFlags, stdout, stderr io.Writer)
 			tw.SetKeep(f.interval + time.Second)
 			first = false
 		}
-		if f.json {
-			err = output.WriteJSON(stdout, rep)
-		} else {
-			if f.watch {
-				fmt.Fprintf(stdout, "--- %s\n", clock.Wall(rep.Mono).Format("15:04:05"))
-			}
-			err = output.WriteTimeWait(stdout, rep)
-			if err == nil && f.watch {
-				_, err = fmt.Fprintln(stdout)
-			}
-		}
-		if err != nil || !f.watch {
-			return outputError(err)
+		if err := print(rep, clock.Wall(rep.Mono)); err != nil || !f.watch {
+			return err
 		}
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
+	"github.com/tcpscope/tcpscope/tracer/cgroup"
 	"github.com/tcpscope/tcpscope/tracer/event"
 	"github.com/tcpscope/tcpscope/tracer/filter"
 	"github.com/tcpscope/tcpscope/tracer/ktime"
@@ -37,6 +38,7 @@ type netstatFlags struct {
 	states                                           []string
 	sortBy                                           string
 	ringSize, btf                                    string
+	serverFlags
 }
 
 func newNetstatCommand() *cobra.Command {
@@ -96,6 +98,7 @@ func bindNetstatFlags(fl *pflag.FlagSet, f *netstatFlags) {
 	fl.BoolVar(&f.perNetNS, "netns", false, "with --summary: also per network namespace")
 	fl.StringVar(&f.ringSize, "ring-size", "8M", "ring buffer size, a power of two (e.g. 4M, 64M)")
 	fl.StringVar(&f.btf, "btf", "", "kernel BTF file to use instead of /sys/kernel/btf/vmlinux")
+	f.serverFlags.register(fl)
 	fl.SortFlags = false
 }
 
@@ -126,6 +129,9 @@ func (f *netstatFlags) view() (netstatView, error) {
 	}
 	if f.perNetNS && !f.summary {
 		return v, usagef("--netns goes with --summary")
+	}
+	if err := f.serverFlags.check(); err != nil {
+		return v, err
 	}
 	o := &v.opts
 	o.All, o.Listening = f.all, f.listening
@@ -175,6 +181,11 @@ func runNetstat(ctx context.Context, f netstatFlags, stdout, stderr io.Writer) e
 	}
 	if f.udp || f.unix {
 		fmt.Fprintln(stderr, "tcpscope: only TCP sockets are traced: UDP and unix sockets are not shown")
+	}
+	if f.server != "" {
+		ctx, cancel := commandContext(ctx, stdout, false)
+		defer cancel()
+		return remoteNetstat(ctx, f, v, stdout)
 	}
 	if !f.continuous {
 		// A one-shot view only grows its heap (a walk of every socket,
@@ -329,6 +340,10 @@ func writeSockets(w io.Writer, tr *loader.Tracer, tab *table.Table, lv *live.Liv
 	opts := v.opts
 	if opts.Program && !opts.JSON {
 		opts.ProgramName = programNames()
+	}
+	if opts.JSON {
+		// Each owner's cgroup and container, as the agent's API has them.
+		opts.Cgroup = (&cgroup.Resolver{}).Of
 	}
 	return netstat.Write(w, rows, opts)
 }

@@ -21,6 +21,8 @@ import (
 	"go.yaml.in/yaml/v2"
 
 	"github.com/tcpscope/tcpscope/tracer/api"
+	"github.com/tcpscope/tcpscope/tracer/cgroup"
+	"github.com/tcpscope/tcpscope/tracer/diag"
 	"github.com/tcpscope/tcpscope/tracer/ktime"
 	"github.com/tcpscope/tcpscope/tracer/live"
 	"github.com/tcpscope/tcpscope/tracer/loader"
@@ -35,7 +37,7 @@ const defaultListen = "127.0.0.1:9477"
 type serveFlags struct {
 	listen, webConfig, ringSize, btf, logFormat string
 	topProcesses, streamQueue                   int
-	shutdownTimeout                             time.Duration
+	shutdownTimeout, timeWaitKeep               time.Duration
 }
 
 func newServeCommand() *cobra.Command {
@@ -46,10 +48,14 @@ func newServeCommand() *cobra.Command {
 		Long: `Load and attach once, keep the live socket table, and serve it over HTTP:
 
   /metrics            Prometheus metrics (tcpscope_*)
-  /api/v1/sockets     sockets as 'tcpscope netstat --json' (?state=&port=&pid=&netns=)
+  /api/v1/sockets     sockets as 'tcpscope netstat --json' (?state=&port=&pid=&netns=&container=)
   /api/v1/summary     sockets per state, host and per network namespace (?netns=)
+  /api/v1/closewait   'tcpscope closewait --json' (?min_age=&threshold=&netns=)
+  /api/v1/timewait    'tcpscope timewait --json' over the last interval
+                      (?interval=&warn=&netns=; interval up to --timewait.keep)
+  /api/v1/info        the agent's version and network namespace
   /api/v1/events      live transitions as 'tcpscope trace --json' (NDJSON stream;
-                      ?state=&port=&pid=&netns=&comm=&laddr=&raddr=)
+                      ?state=&port=&pid=&netns=&comm=&laddr=&raddr=&container=)
   /healthz, /readyz   alive; ready once the table is seeded
 
 TLS and basic auth follow the Prometheus exporter convention
@@ -69,6 +75,7 @@ Stops cleanly on SIGTERM or Ctrl-C.`,
 	fl.StringVar(&f.webConfig, "web.config.file", "", "TLS and basic-auth configuration (Prometheus exporter-toolkit format)")
 	fl.IntVar(&f.topProcesses, "top-processes", 10, "processes named in tcpscope_close_wait_sockets_by_process; the rest are summed")
 	fl.IntVar(&f.streamQueue, "events.queue", 4096, "events one /api/v1/events client may have waiting before its events are dropped")
+	fl.DurationVar(&f.timeWaitKeep, "timewait.keep", time.Minute, "the longest interval /api/v1/timewait can report on (TIME_WAIT entries are kept this long)")
 	fl.StringVar(&f.logFormat, "log.format", "text", "log format: text or json")
 	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 5*time.Second, "how long to let requests finish on SIGTERM")
 	fl.StringVar(&f.ringSize, "ring-size", "8M", "ring buffer size, a power of two (e.g. 4M, 64M)")
@@ -93,6 +100,9 @@ func runServe(ctx context.Context, f serveFlags, stderr io.Writer, listening fun
 	}
 	if f.streamQueue < 1 {
 		return usagef("--events.queue %d: want at least 1", f.streamQueue)
+	}
+	if f.timeWaitKeep <= 0 {
+		return usagef("--timewait.keep %v: must be positive", f.timeWaitKeep)
 	}
 	if f.topProcesses < 1 {
 		return usagef("--top-processes %d: want at least 1", f.topProcesses)
@@ -130,9 +140,18 @@ func runServe(ctx context.Context, f serveFlags, stderr io.Writer, listening fun
 	ctx, cancel := commandContext(ctx, nil, false)
 	defer cancel()
 
+	own, err := ownNetNS()
+	if err != nil {
+		return err
+	}
 	tab := table.New()
+	// Installed before the seed, as the tracker needs to see every listener.
+	tw := diag.NewTimeWaitTracker(f.timeWaitKeep)
+	tab.AddOnChange(tw.OnChange)
 	reg := prometheus.NewRegistry()
-	a := api.New(api.Options{Table: tab, Clock: ktime.NewClock(), StreamQueue: f.streamQueue})
+	a := api.New(api.Options{Table: tab, Clock: ktime.NewClock(), StreamQueue: f.streamQueue,
+		TimeWait: tw, TimeWaitKeep: f.timeWaitKeep, PortRange: localPortRange, TwReuse: twReuse, Cmdline: readCmdline,
+		OwnNetNS: own, Version: version, Cgroups: &cgroup.Resolver{}})
 	mux := http.NewServeMux()
 	mux.Handle("/", a.Handler())
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(handler, slog.LevelError)}))
@@ -182,7 +201,7 @@ func runServe(ctx context.Context, f serveFlags, stderr io.Writer, listening fun
 	var started atomic.Pointer[live.Live] // set once seeded; read by scrapes
 	reg.MustRegister(
 		metrics.New(metrics.Options{
-			Table: tab, Tracer: tr, TopProcesses: f.topProcesses, Version: version, Since: startMono,
+			Table: tab, Tracer: tr, TopProcesses: f.topProcesses, Version: version, Since: startMono, TimeWait: tw,
 			Resyncs: func() uint64 {
 				if lv := started.Load(); lv != nil {
 					return lv.Resyncs()
@@ -215,6 +234,7 @@ func runServe(ctx context.Context, f serveFlags, stderr io.Writer, listening fun
 		return err
 	}
 	started.Store(lv)
+	tw.SetSeedMono(lv.SeedMono())
 	a.SetReady(lv.SeedMono())
 	lv.TakeSeed() // not needed: free it
 	log.Info("ready", "sockets", tab.Len(), "seed_time", time.Since(start).Round(time.Millisecond))

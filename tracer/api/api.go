@@ -4,11 +4,18 @@
 //	GET /api/v1/sockets   sockets, one JSON object per line, as `tcpscope netstat --json`
 //	GET /api/v1/summary   sockets per state, for the host and per network namespace
 //	GET /api/v1/events    live transitions, one JSON object per line, as `tcpscope trace --json`
+//	GET /api/v1/closewait who is leaking sockets, as `tcpscope closewait --json`
+//	GET /api/v1/timewait  who is churning, as `tcpscope timewait --json`
+//	GET /api/v1/info      the agent's version and network namespace
 //	GET /healthz          the process is serving
 //	GET /readyz           the table has been seeded
 //
+// Sockets and events carry their owner's cgroup path and container (see
+// package cgroup) when Options.Cgroups is set.
+//
 // Query parameters filter as the CLI flags of the same name do (state, port,
-// pid, netns; events also comm, laddr, raddr). Unknown or malformed
+// pid, netns, container; events also comm, laddr, raddr; closewait min_age, threshold,
+// netns; timewait interval, warn, netns). Unknown or malformed
 // parameters get HTTP 400 with {"error": "..."}.
 //
 // The event stream never holds up the tracer: Publish hands each event to
@@ -18,6 +25,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -28,6 +36,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tcpscope/tcpscope/tracer/cgroup"
+	"github.com/tcpscope/tcpscope/tracer/diag"
 	"github.com/tcpscope/tcpscope/tracer/event"
 	"github.com/tcpscope/tcpscope/tracer/filter"
 	"github.com/tcpscope/tcpscope/tracer/ktime"
@@ -42,6 +52,22 @@ type Walker interface {
 	AllSockets(dst []event.Socket) ([]event.Socket, map[uint32]bool, error)
 	Sockets(dst []event.Socket) ([]event.Socket, error)
 	SocketsIn(nsPath string, dst []event.Socket) ([]event.Socket, error)
+	// Holders walks every process's fd table for the holders of sockets
+	// in states (closewait).
+	Holders(states event.StateMask) ([]loader.Holder, error)
+	// Barrier returns once the events the kernel committed before the call
+	// have reached the table (timewait reports what happened until now).
+	Barrier(ctx context.Context) error
+}
+
+// HoldersOf turns a holder walk into diag's form (the CLI's closewait and
+// /api/v1/closewait read it the same way).
+func HoldersOf(hs []loader.Holder) diag.Holders {
+	holders := diag.Holders{}
+	for i := range hs {
+		holders.Add(hs[i].Key, hs[i].PID, hs[i].FD, hs[i].Comm[:])
+	}
+	return holders
 }
 
 // Options configure the API.
@@ -58,6 +84,27 @@ type Options struct {
 	// WriteTimeout ends a stream whose client has not taken a write for
 	// this long (default 30s).
 	WriteTimeout time.Duration
+
+	// TimeWait is the tracker installed on Table for /api/v1/timewait
+	// (nil: the route answers 404). It keeps TimeWaitKeep of entries: the
+	// longest interval a request may ask for (default 1m).
+	TimeWait     *diag.TimeWaitTracker
+	TimeWaitKeep time.Duration
+	// PortRange and TwReuse read net.ipv4.ip_local_port_range and
+	// net.ipv4.tcp_tw_reuse of the agent's namespace for timewait (nil:
+	// not known). Cmdline reads a process's command line for closewait.
+	PortRange func() ([2]uint16, error)
+	TwReuse   func() int
+	Cmdline   func(pid uint32) ([]byte, error)
+	// OwnNetNS is the agent's network namespace and Version its build, for
+	// /api/v1/info (clients default to the agent's namespace, as the CLI
+	// defaults to its own).
+	OwnNetNS uint32
+	Version  string
+	// Cgroups, when set, adds each owner's cgroup and container to sockets
+	// and events, and lets them be filtered by ?container= (an id, a
+	// 12-digit prefix of one, or a systemd unit).
+	Cgroups *cgroup.Resolver
 }
 
 // API is the HTTP handler set. Create it with New.
@@ -68,15 +115,21 @@ type API struct {
 
 	walkMu sync.Mutex
 
+	// cwHist remembers the counts of earlier closewait reports per
+	// (netns, min_age), for their growth rates.
+	cwMu   sync.Mutex
+	cwHist map[cwQuery]*diag.CloseWaitHistory
+
 	mu      sync.RWMutex
 	clients map[*client]struct{}
 	dropped atomic.Uint64 // events dropped for slow stream clients, all clients
 }
 
 type client struct {
-	spec    filter.Spec
-	queue   chan event.Event
-	dropped atomic.Uint64
+	spec      filter.Spec
+	container string
+	queue     chan event.Event
+	dropped   atomic.Uint64
 }
 
 // New returns an API that is not ready until SetReady.
@@ -93,7 +146,10 @@ func New(opts Options) *API {
 	if opts.Clock == nil {
 		opts.Clock = ktime.NewClock()
 	}
-	return &API{opts: opts, clients: map[*client]struct{}{}}
+	if opts.TimeWaitKeep <= 0 {
+		opts.TimeWaitKeep = time.Minute
+	}
+	return &API{opts: opts, clients: map[*client]struct{}{}, cwHist: map[cwQuery]*diag.CloseWaitHistory{}}
 }
 
 // SetWalker sets the source of /api/v1/sockets once the tracer is loaded
@@ -122,6 +178,10 @@ func (a *API) Publish(e *event.Event) {
 		if !c.spec.Match(e) {
 			continue
 		}
+		// A cached lookup; a new process costs one read of its cgroup file.
+		if c.container != "" && (e.Flags&event.OwnerKnown == 0 || !cgroup.Match(a.opts.Cgroups.Of(e.Owner.PID), c.container)) {
+			continue
+		}
 		select {
 		case c.queue <- *e:
 		default:
@@ -147,6 +207,9 @@ func (a *API) Handler() http.Handler {
 	mux.HandleFunc("GET /api/v1/sockets", a.sockets)
 	mux.HandleFunc("GET /api/v1/summary", a.summary)
 	mux.HandleFunc("GET /api/v1/events", a.events)
+	mux.HandleFunc("GET /api/v1/closewait", a.closeWait)
+	mux.HandleFunc("GET /api/v1/timewait", a.timeWait)
+	mux.HandleFunc("GET /api/v1/info", a.info)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
@@ -171,16 +234,25 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	json.NewEncoder(w).Encode(v)
 }
 
+// checkParams refuses parameters a route does not take, and repeated ones
+// (but state).
+func checkParams(q url.Values, allowed ...string) error {
+	for k, vs := range q {
+		if !slices.Contains(allowed, k) {
+			return fmt.Errorf("unknown parameter %q (want one of %v)", k, allowed)
+		}
+		if k != "state" && len(vs) > 1 {
+			return fmt.Errorf("parameter %q given %d times", k, len(vs))
+		}
+	}
+	return nil
+}
+
 // params parses the query parameters a route accepts into a filter spec.
 func params(q url.Values, allowed ...string) (filter.Spec, error) {
 	var s filter.Spec
-	for k, vs := range q {
-		if !slices.Contains(allowed, k) {
-			return s, fmt.Errorf("unknown parameter %q (want one of %v)", k, allowed)
-		}
-		if k != "state" && len(vs) > 1 {
-			return s, fmt.Errorf("parameter %q given %d times", k, len(vs))
-		}
+	if err := checkParams(q, allowed...); err != nil {
+		return s, err
 	}
 	uintParam := func(name string, bits int) (uint64, error) {
 		vs, ok := q[name]
@@ -225,10 +297,30 @@ func params(q url.Values, allowed ...string) (filter.Spec, error) {
 	return s, nil
 }
 
+// containerParam reads ?container=, which needs the agent's cgroup resolver.
+func (a *API) containerParam(q url.Values) (string, error) {
+	vs, ok := q["container"]
+	if !ok {
+		return "", nil
+	}
+	if vs[0] == "" {
+		return "", fmt.Errorf("container: want a container id, a prefix of 12 or more of its digits, or a systemd unit")
+	}
+	if a.opts.Cgroups == nil {
+		return "", fmt.Errorf("container: this agent does not read cgroups")
+	}
+	return vs[0], nil
+}
+
 // sockets walks the kernel's socket tables (for Recv-Q, Send-Q and timers,
 // as netstat does) and joins each socket with its age from the table.
 func (a *API) sockets(w http.ResponseWriter, r *http.Request) {
-	spec, err := params(r.URL.Query(), "state", "port", "pid", "netns")
+	spec, err := params(r.URL.Query(), "state", "port", "pid", "netns", "container")
+	if err != nil {
+		badRequest(w, "%v", err)
+		return
+	}
+	container, err := a.containerParam(r.URL.Query())
 	if err != nil {
 		badRequest(w, "%v", err)
 		return
@@ -248,11 +340,16 @@ func (a *API) sockets(w http.ResponseWriter, r *http.Request) {
 	socks = slices.DeleteFunc(socks, func(s event.Socket) bool {
 		return (spec.NetNS != 0 && s.NetNS != spec.NetNS) ||
 			(spec.Port != 0 && s.Local.Port() != spec.Port && s.Remote.Port() != spec.Port) ||
-			(spec.PID != 0 && (!s.OwnerKnown || s.Owner.PID != spec.PID))
+			(spec.PID != 0 && (!s.OwnerKnown || s.Owner.PID != spec.PID)) ||
+			(container != "" && (!s.OwnerKnown || !cgroup.Match(a.opts.Cgroups.Of(s.Owner.PID), container)))
 	})
 	rows := netstat.JoinRows(socks, a.opts.Table, a.seedMono.Load(), ktime.Now(), spec.States, true)
 	w.Header().Set("Content-Type", "application/x-ndjson")
-	netstat.Write(w, rows, netstat.Options{All: true, JSON: true, Wall: a.opts.Clock.Wall})
+	opts := netstat.Options{All: true, JSON: true, Wall: a.opts.Clock.Wall}
+	if a.opts.Cgroups != nil {
+		opts.Cgroup = a.opts.Cgroups.Of
+	}
+	netstat.Write(w, rows, opts)
 }
 
 // walk reads the sockets of one network namespace (netns != 0) or of all.
@@ -329,12 +426,17 @@ func (a *API) summary(w http.ResponseWriter, r *http.Request) {
 
 // events streams transitions until the client goes away.
 func (a *API) events(w http.ResponseWriter, r *http.Request) {
-	spec, err := params(r.URL.Query(), "state", "port", "pid", "netns", "comm", "laddr", "raddr")
+	spec, err := params(r.URL.Query(), "state", "port", "pid", "netns", "comm", "laddr", "raddr", "container")
 	if err != nil {
 		badRequest(w, "%v", err)
 		return
 	}
-	c := &client{spec: spec, queue: make(chan event.Event, a.opts.StreamQueue)}
+	container, err := a.containerParam(r.URL.Query())
+	if err != nil {
+		badRequest(w, "%v", err)
+		return
+	}
+	c := &client{spec: spec, container: container, queue: make(chan event.Event, a.opts.StreamQueue)}
 	a.mu.Lock()
 	a.clients[c] = struct{}{}
 	a.mu.Unlock()
@@ -351,7 +453,11 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 	if err := rc.Flush(); err != nil {
 		return
 	}
-	out := output.NewTraceWriter(w, a.opts.Clock, output.TraceOptions{Format: output.JSON})
+	topts := output.TraceOptions{Format: output.JSON}
+	if a.opts.Cgroups != nil {
+		topts.Cgroup = a.opts.Cgroups.Of
+	}
+	out := output.NewTraceWriter(w, a.opts.Clock, topts)
 	var note []byte
 	// write tells the client what it lost before the event that follows
 	// the loss, so that the stream says where the gap is.

@@ -347,3 +347,37 @@ func TestHoldersAdd(t *testing.T) {
 		t.Errorf("holders %+v", got)
 	}
 }
+
+// TestCloseWaitCountsAgreeWithReport: the metrics' counts are CloseWait's
+// without a walk: same processes, counts, oldest ages, order and orphans.
+func TestCloseWaitCountsAgreeWithReport(t *testing.T) {
+	tab := table.New()
+	a, b, c := task(100, "a"), task(200, "b\x1b"), task(300, "c")
+	listen(tab, 1, 1, "10.0.0.2:80", a, 1*ms)
+	cookie := uint64(10)
+	for _, x := range []struct {
+		acc   event.Task
+		n     int
+		cwAt  uint64
+		netns uint32
+	}{{a, 3, 50, 1}, {b, 3, 20, 1}, {c, 1, 10, 2}, {event.Task{}, 2, 30, 1}} {
+		for range x.n {
+			cookie++
+			server(tab, sockSpec{cookie: cookie, netns: x.netns, local: "10.0.0.2:80", remote: fmt.Sprintf("10.0.0.9:%d", cookie)}, a, x.acc, 5*ms, x.cwAt*ms)
+		}
+	}
+	now := 100 * ms
+	rep := CloseWait(tab, CloseWaitOptions{Now: now})
+	procs, orphans := CloseWaitCounts(tab, now)
+	var want []CloseWaitCount
+	for _, p := range rep.Processes {
+		want = append(want, CloseWaitCount{PID: p.PID, Comm: p.Comm, Count: p.Count, Oldest: p.Oldest})
+	}
+	if fmt.Sprint(procs) != fmt.Sprint(want) || orphans != len(rep.Orphans) {
+		t.Errorf("CloseWaitCounts %v, %d orphans; CloseWait %v, %d orphans", procs, orphans, want, len(rep.Orphans))
+	}
+	// b's are older than a's: b first at the same count.
+	if len(procs) != 3 || procs[0].PID != 200 || procs[1].PID != 100 || orphans != 2 {
+		t.Errorf("order %v, orphans %d", procs, orphans)
+	}
+}

@@ -30,6 +30,32 @@ type TimeWaitTracker struct {
 	entries   []twEntry // in arrival order
 	listeners map[listenKey]int
 	seedMono  uint64
+	// entered counts every entry since the tracker started, by side
+	// (indexed by sideIndex), for counters such as Prometheus's.
+	entered [3]uint64
+}
+
+// sides lists the sides in the order of TimeWaitTracker.entered.
+var sides = [...]Side{Client, Server, SideUnknown}
+
+func sideIndex(s Side) int {
+	switch s {
+	case Client:
+		return 0
+	case Server:
+		return 1
+	}
+	return 2
+}
+
+// sideOf is the rule that tells the two ends of a connection apart: a
+// socket whose local port has a listener in its namespace was accepted (the
+// server's end); any other connected out (the client's end).
+func sideOf(listened bool) Side {
+	if listened {
+		return Server
+	}
+	return Client
 }
 
 type twEntry struct {
@@ -95,16 +121,49 @@ func (t *TimeWaitTracker) OnChange(old, new *table.Entry, ev *event.Event) {
 		// The table did not know the socket: its start and side are unknown.
 		e.side = SideUnknown
 	} else {
-		e.side = Client
-		if t.listeners[listenKey{new.NetNS, new.Local.Port()}] > 0 {
-			e.side = Server
-		}
+		e.side = sideOf(t.listeners[listenKey{new.NetNS, new.Local.Port()}] > 0)
 		if old.SeenAt != 0 && old.SeenAt != t.seedMono && old.SeenAt <= ev.Mono && !old.SeedOnly {
 			e.lifetime = int64(ev.Mono - old.SeenAt)
 		}
 	}
+	t.entered[sideIndex(e.side)]++
 	t.entries = append(t.entries, e)
 	t.prune(ev.Mono, t.keep)
+}
+
+// EnteredBySide returns how many sockets entered TIME_WAIT since the
+// tracker was installed, by side (Client, Server, SideUnknown), as Report
+// classifies them when they happen. A few integers: cheap to read often.
+func (t *TimeWaitTracker) EnteredBySide() map[Side]uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make(map[Side]uint64, len(sides))
+	for i, s := range sides {
+		out[s] = t.entered[i]
+	}
+	return out
+}
+
+// TimeWaitBySide counts the sockets in TIME_WAIT now, of one namespace or
+// all (netns 0), by side (Client or Server) by the rule Report uses.
+func TimeWaitBySide(tab *table.Table, netns uint32) map[Side]int {
+	listeners := map[listenKey]bool{}
+	var ports []listenKey
+	tab.Each(event.StateMask(0).With(event.TimeWait).With(event.Listen), func(e *table.Entry) bool {
+		switch {
+		case netns != 0 && e.NetNS != netns:
+		case e.State == event.Listen:
+			listeners[listenKey{e.NetNS, e.Local.Port()}] = true
+		default:
+			ports = append(ports, listenKey{e.NetNS, e.Local.Port()})
+		}
+		return true
+	})
+	out := map[Side]int{Client: 0, Server: 0}
+	for _, k := range ports {
+		out[sideOf(listeners[k])]++
+	}
+	return out
 }
 
 // prune drops entries older than keep. Lock held.
@@ -280,8 +339,8 @@ func (t *TimeWaitTracker) Report(tab *table.Table, opts TimeWaitOptions) *TimeWa
 		side := e.side
 		// A listener the table learned only after the entry (its seed ran
 		// late) still makes it the server side.
-		if side == Client && listeners[listenKey{e.netns, e.local.Port()}] {
-			side = Server
+		if side == Client {
+			side = sideOf(listeners[listenKey{e.netns, e.local.Port()}])
 		}
 		switch side {
 		case Client:

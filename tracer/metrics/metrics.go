@@ -3,26 +3,29 @@
 // Almost everything is read from the table when Prometheus scrapes (counts
 // per state and namespace, the transition matrix, CLOSE_WAIT ages and
 // owners), so the event path pays nothing for it. Two things cannot be read
-// afterwards and are counted as the table changes, through the table's
-// change hook: connection lifetimes (the socket is gone at scrape time) and
+// afterwards and are counted as the table changes, through table change
+// hooks: connection lifetimes (the socket is gone at scrape time) and
 // TIME_WAIT entries by side. Both cost a few integer operations per change.
+//
+// TIME_WAIT sides and CLOSE_WAIT owners are tracer/diag's (the tracker's
+// counters, diag.TimeWaitBySide, diag.CloseWaitCounts), so that the metrics, the
+// API and the CLI classify alike. CLOSE_WAIT owners come from the table
+// (no fd-table walk at scrape time): a socket shared by several processes
+// counts for the one that used it last.
 package metrics
 
 import (
-	"cmp"
 	"runtime"
-	"slices"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tcpscope/tcpscope/tracer/diag"
 	"github.com/tcpscope/tcpscope/tracer/event"
 	"github.com/tcpscope/tcpscope/tracer/ktime"
 	"github.com/tcpscope/tcpscope/tracer/loader"
 	"github.com/tcpscope/tcpscope/tracer/table"
-	"github.com/tcpscope/tcpscope/tracer/termsafe"
 )
 
 // Tracer is what the collector reads from the loaded tracer.
@@ -45,6 +48,9 @@ type Options struct {
 	// Since is the CLOCK_MONOTONIC time the tracer started: lifetimes are
 	// observed only for sockets first seen after it (so they are whole).
 	Since uint64
+	// TimeWait is the TIME_WAIT tracker installed on Table (the agent's,
+	// shared with /api/v1/timewait); nil: New installs one of its own.
+	TimeWait *diag.TimeWaitTracker
 }
 
 // Bucket bounds, in seconds. CLOSE_WAIT leaks are a matter of minutes to
@@ -63,31 +69,18 @@ type Collector struct {
 	closeWaitAge, closeWaitByProc, lost, resyncs *prometheus.Desc
 	ringUsed, ringSize, buildInfo, tableSockets  *prometheus.Desc
 	lifetime                                     prometheus.Histogram
-
-	// Counted by the change hook, which runs on the table's apply
-	// goroutine; mu only guards against a concurrent scrape.
-	mu        sync.Mutex
-	listeners map[nsPort]int // listening sockets per (netns, port)
-	twBySide  [2]uint64      // indexed by sideClient, sideServer
 }
-
-type nsPort struct {
-	netns uint32
-	port  uint16
-}
-
-const (
-	sideClient = iota
-	sideServer
-)
-
-var sideNames = [...]string{sideClient: "client", sideServer: "server"}
 
 // New returns a collector and installs its change hook on the table
-// (Table.AddOnChange: the table has one hook, this takes it).
+// (Table.AddOnChange), and a TIME_WAIT tracker unless opts has one.
 func New(opts Options) *Collector {
 	if opts.TopProcesses <= 0 {
 		opts.TopProcesses = 10
+	}
+	if opts.TimeWait == nil {
+		// Only its counters are read: it need keep no entries.
+		opts.TimeWait = diag.NewTimeWaitTracker(0)
+		opts.Table.AddOnChange(opts.TimeWait.OnChange)
 	}
 	d := func(name, help string, labels ...string) *prometheus.Desc {
 		return prometheus.NewDesc("tcpscope_"+name, help, labels, nil)
@@ -96,10 +89,10 @@ func New(opts Options) *Collector {
 		opts:            opts,
 		sockets:         d("sockets", "TCP sockets per state and network namespace (inode), from the live table. Request sockets count as SYN_RECV, as in ss and netstat.", "netns", "state"),
 		transitions:     d("transitions_total", "TCP state transitions since the agent started, from -> to (NEW_SYN_RECV: request sockets).", "from", "to"),
-		twEntries:       d("time_wait_entries_total", "Sockets that entered TIME_WAIT since the agent started, by side: server if the local port had a listener in the namespace, else client.", "side"),
+		twEntries:       d("time_wait_entries_total", "Sockets that entered TIME_WAIT since the agent started, by side: server if the local port had a listener in the namespace, else client; unknown if the agent had not seen the connection.", "side"),
 		twSockets:       d("time_wait_sockets", "Sockets now in TIME_WAIT, by side (server: the local port has a listener in the namespace).", "side"),
 		closeWaitAge:    d("close_wait_age_seconds", "Time the sockets now in CLOSE_WAIT have spent in it (a lower bound for sockets older than the agent)."),
-		closeWaitByProc: d("close_wait_sockets_by_process", "Sockets in CLOSE_WAIT per owning process; the processes beyond the top N are summed under comm=\"other\", pid=\"\".", "pid", "comm"),
+		closeWaitByProc: d("close_wait_sockets_by_process", "Sockets in CLOSE_WAIT per owning process; the processes beyond the top N are summed under comm=\"other\", pid=\"\"; sockets no process holds (never accepted, or orphaned) under comm=\"orphan\", pid=\"\".", "pid", "comm"),
 		lost:            d("lost_events_total", "Events that did not reach the agent (ring buffer full, skipped BPF runs, bad records); each forces a resync."),
 		resyncs:         d("resyncs_total", "Times the table was re-read from the kernel after its seed (lost events or a disagreement)."),
 		ringUsed:        d("ring_buffer_used_bytes", "Bytes of the BPF ring buffer holding events not read yet."),
@@ -111,7 +104,6 @@ func New(opts Options) *Collector {
 			Help:    "Lifetime of TCP connections the agent saw begin: from the first state change (SYN) until TIME_WAIT or CLOSE, whichever comes first.",
 			Buckets: lifetimeBuckets,
 		}),
-		listeners: map[nsPort]int{},
 	}
 	opts.Table.AddOnChange(c.onChange)
 	return c
@@ -119,38 +111,17 @@ func New(opts Options) *Collector {
 
 // onChange runs with the table's write lock held, for every change.
 func (c *Collector) onChange(old, new *table.Entry, ev *event.Event) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if old != nil && old.State == event.Listen {
-		k := nsPort{old.NetNS, old.Local.Port()}
-		if c.listeners[k]--; c.listeners[k] <= 0 {
-			delete(c.listeners, k)
-		}
-	}
-	if new != nil && new.State == event.Listen {
-		c.listeners[nsPort{new.NetNS, new.Local.Port()}]++
-	}
-	if ev == nil {
-		return // a resync merge: not a change the kernel made now
-	}
-	enteredTW := new != nil && new.State == event.TimeWait && (old == nil || old.State != event.TimeWait)
-	if enteredTW {
-		c.twBySide[c.side(new)]++
+	if ev == nil || old == nil {
+		return // a resync merge, or a socket never seen begin
 	}
 	// A connection's life ends when it enters TIME_WAIT (the timewait
 	// socket keeps the full socket's key) or leaves the table without it.
+	enteredTW := new != nil && new.State == event.TimeWait && old.State != event.TimeWait
 	ended := enteredTW || (new == nil && old.State != event.TimeWait)
-	if ended && old != nil && old.Kind != event.RequestSocket && old.State != event.Listen &&
+	if ended && old.Kind != event.RequestSocket && old.State != event.Listen &&
 		old.SeenAt > c.opts.Since && ev.Mono >= old.SeenAt {
 		c.lifetime.Observe(time.Duration(ev.Mono - old.SeenAt).Seconds())
 	}
-}
-
-func (c *Collector) side(e *table.Entry) int {
-	if c.listeners[nsPort{e.NetNS, e.Local.Port()}] > 0 {
-		return sideServer
-	}
-	return sideClient
 }
 
 // Describe implements prometheus.Collector.
@@ -195,88 +166,46 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 
-	c.mu.Lock()
-	tw := c.twBySide
-	listeners := make(map[nsPort]bool, len(c.listeners))
-	for k := range c.listeners {
-		listeners[k] = true
+	for side, n := range c.opts.TimeWait.EnteredBySide() {
+		counter(c.twEntries, float64(n), string(side))
 	}
-	c.mu.Unlock()
-	for side, n := range tw {
-		counter(c.twEntries, float64(n), sideNames[side])
+	for side, n := range diag.TimeWaitBySide(tab, 0) {
+		gauge(c.twSockets, float64(n), string(side))
 	}
 
-	var twNow [2]int
 	now := ktime.Now()
 	var cwCount uint64
 	var cwSum float64
 	cwBuckets := make(map[float64]uint64, len(closeWaitBuckets))
-	type owner struct {
-		pid  uint32
-		comm string
-	}
-	byOwner := map[owner]int{}
-	tab.Each(event.StateMask(0).With(event.TimeWait).With(event.CloseWait), func(e *table.Entry) bool {
-		switch e.State {
-		case event.TimeWait:
-			if listeners[nsPort{e.NetNS, e.Local.Port()}] {
-				twNow[sideServer]++
-			} else {
-				twNow[sideClient]++
+	tab.Each(event.StateMask(0).With(event.CloseWait), func(e *table.Entry) bool {
+		age := diag.StateAge(e, now).Duration().Seconds()
+		cwCount++
+		cwSum += age
+		for _, b := range closeWaitBuckets {
+			if age <= b {
+				cwBuckets[b]++
 			}
-		case event.CloseWait:
-			since := e.Since
-			if since == 0 {
-				since = e.SinceBound
-			}
-			age := 0.0
-			if since != 0 && since <= now {
-				age = time.Duration(now - since).Seconds()
-			}
-			cwCount++
-			cwSum += age
-			for _, b := range closeWaitBuckets {
-				if age <= b {
-					cwBuckets[b]++
-				}
-			}
-			o := owner{comm: "unknown"}
-			if e.OwnerKnown && !e.LastOwner {
-				o = owner{e.Owner.PID, string(termsafe.Append(nil, e.Owner.CommBytes()))}
-			}
-			byOwner[o]++
 		}
 		return true
 	})
-	for side, n := range twNow {
-		gauge(c.twSockets, float64(n), sideNames[side])
-	}
 	ch <- prometheus.MustNewConstHistogram(c.closeWaitAge, cwCount, cwSum, cwBuckets)
 
-	owners := make([]owner, 0, len(byOwner))
-	for o := range byOwner {
-		owners = append(owners, o)
-	}
-	slices.SortFunc(owners, func(a, b owner) int {
-		if d := cmp.Compare(byOwner[b], byOwner[a]); d != 0 {
-			return d
-		}
-		return cmp.Compare(a.pid, b.pid)
-	})
+	// Counted by diag's rules, worst first; without an fd-table walk it
+	// takes the table's owners.
+	procs, orphans := diag.CloseWaitCounts(tab, now)
 	other := 0
-	for i, o := range owners {
+	for i, p := range procs {
 		if i >= c.opts.TopProcesses {
-			other += byOwner[o]
+			other += p.Count
 			continue
 		}
-		pid := ""
-		if o.pid != 0 || o.comm != "unknown" {
-			pid = strconv.FormatUint(uint64(o.pid), 10)
-		}
-		gauge(c.closeWaitByProc, float64(byOwner[o]), pid, o.comm)
+		gauge(c.closeWaitByProc, float64(p.Count), strconv.FormatUint(uint64(p.PID), 10), p.Comm)
 	}
 	if other > 0 {
 		gauge(c.closeWaitByProc, float64(other), "", "other")
+	}
+	if orphans > 0 {
+		gauge(c.closeWaitByProc, float64(orphans), "", "orphan")
 	}
 
 	if c.opts.Tracer != nil {

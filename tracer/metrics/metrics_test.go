@@ -33,6 +33,7 @@ func tr(cookie, mono uint64, old, new event.State, local, remote netip.AddrPort,
 		NetNS: 7, Family: event.IPv4, Local: local, Remote: remote, Owner: o}
 	if o.PID != 0 {
 		e.Flags |= event.OwnerKnown
+		e.Inode = cookie + 1000 // held by a process: it has a file
 	}
 	return e
 }
@@ -68,6 +69,10 @@ func scenario(t *testing.T, top int) (*table.Table, *Collector) {
 			tab.Apply(tr(cookie, 42, event.Established, event.CloseWait, l, srvAP, o))
 		}
 	}
+	// One never accepted (no file, no process): an orphan.
+	tab.Apply(tr(90, 50, event.Listen, event.SynRecv, srvAP, cliAP(3000), event.Task{}))
+	tab.Apply(tr(90, 51, event.SynRecv, event.Established, srvAP, cliAP(3000), event.Task{}))
+	tab.Apply(tr(90, 52, event.Established, event.CloseWait, srvAP, cliAP(3000), event.Task{}))
 	return tab, c
 }
 
@@ -78,21 +83,23 @@ func TestCollectorValues(t *testing.T) {
 	want := `
 # HELP tcpscope_sockets TCP sockets per state and network namespace (inode), from the live table. Request sockets count as SYN_RECV, as in ss and netstat.
 # TYPE tcpscope_sockets gauge
-tcpscope_sockets{netns="7",state="CLOSE_WAIT"} 6
+tcpscope_sockets{netns="7",state="CLOSE_WAIT"} 7
 tcpscope_sockets{netns="7",state="LISTEN"} 1
 tcpscope_sockets{netns="7",state="TIME_WAIT"} 1
-# HELP tcpscope_time_wait_entries_total Sockets that entered TIME_WAIT since the agent started, by side: server if the local port had a listener in the namespace, else client.
+# HELP tcpscope_time_wait_entries_total Sockets that entered TIME_WAIT since the agent started, by side: server if the local port had a listener in the namespace, else client; unknown if the agent had not seen the connection.
 # TYPE tcpscope_time_wait_entries_total counter
 tcpscope_time_wait_entries_total{side="client"} 0
 tcpscope_time_wait_entries_total{side="server"} 1
+tcpscope_time_wait_entries_total{side="unknown"} 0
 # HELP tcpscope_time_wait_sockets Sockets now in TIME_WAIT, by side (server: the local port has a listener in the namespace).
 # TYPE tcpscope_time_wait_sockets gauge
 tcpscope_time_wait_sockets{side="client"} 0
 tcpscope_time_wait_sockets{side="server"} 1
-# HELP tcpscope_close_wait_sockets_by_process Sockets in CLOSE_WAIT per owning process; the processes beyond the top N are summed under comm="other", pid="".
+# HELP tcpscope_close_wait_sockets_by_process Sockets in CLOSE_WAIT per owning process; the processes beyond the top N are summed under comm="other", pid=""; sockets no process holds (never accepted, or orphaned) under comm="orphan", pid="".
 # TYPE tcpscope_close_wait_sockets_by_process gauge
 tcpscope_close_wait_sockets_by_process{comm="app200",pid="200"} 3
 tcpscope_close_wait_sockets_by_process{comm="app201",pid="201"} 2
+tcpscope_close_wait_sockets_by_process{comm="orphan",pid=""} 1
 tcpscope_close_wait_sockets_by_process{comm="other",pid=""} 1
 # HELP tcpscope_connection_lifetime_seconds Lifetime of TCP connections the agent saw begin: from the first state change (SYN) until TIME_WAIT or CLOSE, whichever comes first.
 # TYPE tcpscope_connection_lifetime_seconds histogram
@@ -118,8 +125,8 @@ tcpscope_connection_lifetime_seconds_count 1
 		t.Error(err)
 	}
 	// Transitions come from the table's matrix.
-	if n := value(t, reg, "tcpscope_transitions_total", map[string]string{"from": "ESTABLISHED", "to": "CLOSE_WAIT"}); n != 6 {
-		t.Errorf("transitions ESTABLISHED -> CLOSE_WAIT = %v, want 6", n)
+	if n := value(t, reg, "tcpscope_transitions_total", map[string]string{"from": "ESTABLISHED", "to": "CLOSE_WAIT"}); n != 7 {
+		t.Errorf("transitions ESTABLISHED -> CLOSE_WAIT = %v, want 7", n)
 	}
 }
 
@@ -159,5 +166,36 @@ func TestCollectorLint(t *testing.T) {
 	}
 	for _, p := range problems {
 		t.Errorf("lint: %s: %s", p.Metric, p.Text)
+	}
+}
+
+// BenchmarkCollect: one scrape of a table with n CLOSE_WAIT sockets over
+// 100 processes and n TIME_WAIT sockets.
+func BenchmarkCollect(b *testing.B) {
+	for _, n := range []int{1000, 50000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			tab := table.New()
+			c := New(Options{Table: tab, Version: "bench", Since: 1})
+			tab.BeginSync()
+			tab.EndSync(nil, 1, nil)
+			for i := range n {
+				o := owner(uint32(100+i%100), fmt.Sprintf("app%d", i%100))
+				l := netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), uint16(1024+i%60000))
+				r := netip.AddrPortFrom(netip.MustParseAddr("10.0.1.1"), uint16(1+i/60000))
+				tab.Apply(tr(uint64(2*i+1), 10, event.SynSent, event.Established, l, r, o))
+				tab.Apply(tr(uint64(2*i+1), 11, event.Established, event.CloseWait, l, r, o))
+				tw := tr(uint64(2*i+2), 12, 0, event.TimeWait, l, netip.AddrPortFrom(netip.MustParseAddr("10.0.2.1"), uint16(1+i/60000)), event.Task{})
+				tw.Kind = event.TimewaitStart
+				tab.Apply(tw)
+			}
+			reg := prometheus.NewPedanticRegistry()
+			reg.MustRegister(c)
+			b.ResetTimer()
+			for range b.N {
+				if _, err := reg.Gather(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

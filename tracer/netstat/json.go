@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/tcpscope/tcpscope/tracer/cgroup"
 	"github.com/tcpscope/tcpscope/tracer/event"
 	"github.com/tcpscope/tcpscope/tracer/termsafe"
 )
@@ -16,7 +17,8 @@ import (
 //	Options.Wall and a known entry time), age_ns, age_at_least, recvq, sendq,
 //	uid, inode, fd (omitted when unknown), source (how the owner was learned),
 //	timer {kind ("off", "on", "keepalive", "timewait", "probe"), left_ns,
-//	retransmits, probes}.
+//	retransmits, probes}; with Options.Cgroup, cgroup and container (the
+//	owner's, see package cgroup) after comm.
 //
 // pid, tid and comm are null when the owner is not known.
 func appendJSON(b []byte, r *Row, opts Options) []byte {
@@ -67,6 +69,16 @@ func appendJSON(b []byte, r *Row, opts Options) []byte {
 	} else {
 		b = append(b, `null,"tid":null,"comm":null`...)
 	}
+	if opts.Cgroup != nil {
+		var cg cgroup.Info
+		if r.OwnerKnown {
+			cg = opts.Cgroup(r.Owner.PID)
+		}
+		b = append(b, `,"cgroup":`...)
+		b = appendStringOrNull(b, cg.Path)
+		b = append(b, `,"container":`...)
+		b = appendStringOrNull(b, cg.Container)
+	}
 	b = append(b, `,"source":"`...)
 	b = append(b, r.Source.String()...)
 	b = append(b, `","timer":{"kind":"`...)
@@ -82,6 +94,17 @@ func appendJSON(b []byte, r *Row, opts Options) []byte {
 	b = append(b, `,"cookie":`...)
 	b = strconv.AppendUint(b, r.Cookie, 10)
 	return append(b, '}')
+}
+
+// appendStringOrNull writes s as a JSON string (made terminal-safe: cgroup
+// paths are named by whoever creates them), or null when it is empty.
+func appendStringOrNull(b []byte, s string) []byte {
+	if s == "" {
+		return append(b, "null"...)
+	}
+	b = append(b, '"')
+	b = appendJSONString(b, []byte(s))
+	return append(b, '"')
 }
 
 func timerName(k event.TimerKind) string {

@@ -20,6 +20,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/tcpscope/tcpscope/tracer/cgroup"
 	"github.com/tcpscope/tcpscope/tracer/event"
 	"github.com/tcpscope/tcpscope/tracer/termsafe"
 )
@@ -55,6 +56,9 @@ type Options struct {
 	// ProgramName returns the name netstat -p would show for a process (the
 	// base name of its argv[0]); nil, or false, shows the kernel's comm.
 	ProgramName func(pid uint32) ([]byte, bool)
+	// Cgroup, when set, adds the owner's "cgroup" and "container" to JSON
+	// rows (null when the owner or its cgroup is not known).
+	Cgroup func(pid uint32) cgroup.Info
 	// LookupBudget bounds the time spent on host name lookups for one
 	// Write (0: one second). Names not found in time print numerically.
 	LookupBudget time.Duration

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/tcpscope/tcpscope/tracer/cgroup"
 	"github.com/tcpscope/tcpscope/tracer/event"
 	"github.com/tcpscope/tcpscope/tracer/ktime"
 	"github.com/tcpscope/tcpscope/tracer/termsafe"
@@ -31,6 +32,9 @@ type TraceOptions struct {
 	Wide bool
 	// NoHeader drops the text header line.
 	NoHeader bool
+	// Cgroup, when set, adds the owner's "cgroup" and "container" to JSON
+	// events (null when not known); the agent's event stream sets it.
+	Cgroup func(pid uint32) cgroup.Info
 }
 
 // TraceWriter prints the transition log (`tcpscope trace`).
@@ -217,6 +221,16 @@ func (t *TraceWriter) appendJSON(b []byte, e *event.Event) []byte {
 	} else {
 		b = append(b, "null"...)
 	}
+	if t.opts.Cgroup != nil {
+		var cg cgroup.Info
+		if known {
+			cg = t.opts.Cgroup(e.Owner.PID)
+		}
+		b = append(b, `,"cgroup":`...)
+		b = appendStringOrNull(b, cg.Path)
+		b = append(b, `,"container":`...)
+		b = appendStringOrNull(b, cg.Container)
+	}
 	b = append(b, `,"family":"`...)
 	b = append(b, e.Family.String()...)
 	b = append(b, `","laddr":"`...)
@@ -242,6 +256,17 @@ func (t *TraceWriter) appendJSON(b []byte, e *event.Event) []byte {
 	b = append(b, `,"cookie":`...)
 	b = strconv.AppendUint(b, e.Cookie, 10)
 	return append(b, '}')
+}
+
+// appendStringOrNull writes s as a JSON string, made terminal-safe, or
+// null when it is empty.
+func appendStringOrNull(b []byte, s string) []byte {
+	if s == "" {
+		return append(b, "null"...)
+	}
+	b = append(b, '"')
+	b = appendJSONSafe(b, []byte(s))
+	return append(b, '"')
 }
 
 // appendIDOrDash writes a pid or tid, or "-" when unknown, as netstat does.

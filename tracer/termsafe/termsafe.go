@@ -54,3 +54,39 @@ func Append(dst, b []byte) []byte {
 func String(s string) string {
 	return string(Append(nil, []byte(s)))
 }
+
+// Unescape reverses Append: \\ becomes a backslash and \xNN the byte NN;
+// anything else is kept as it is. For text that crossed a process boundary
+// escaped (an agent's JSON) and is escaped again when printed.
+func Unescape(dst, s []byte) []byte {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == '\\' && i+1 < len(s) {
+			if s[i+1] == '\\' {
+				dst = append(dst, '\\')
+				i++
+				continue
+			}
+			if s[i+1] == 'x' && i+3 < len(s) {
+				hi, lo := unhex(s[i+2]), unhex(s[i+3])
+				if hi >= 0 && lo >= 0 {
+					dst = append(dst, byte(hi<<4|lo))
+					i += 3
+					continue
+				}
+			}
+		}
+		dst = append(dst, c)
+	}
+	return dst
+}
+
+func unhex(c byte) int {
+	switch {
+	case c >= '0' && c <= '9':
+		return int(c - '0')
+	case c >= 'a' && c <= 'f':
+		return int(c-'a') + 10
+	}
+	return -1
+}

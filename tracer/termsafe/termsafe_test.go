@@ -46,3 +46,12 @@ func FuzzAppend(f *testing.F) {
 		}
 	})
 }
+
+func TestUnescapeRoundTrip(t *testing.T) {
+	for _, in := range []string{"", "nginx", `a\b`, "\x1b[31mred", "caf\xc3\xa9", "\xff\xfe", `\x41`, "tab\there", `\\x00`} {
+		esc := Append(nil, []byte(in))
+		if got := string(Unescape(nil, esc)); got != in {
+			t.Errorf("Unescape(Append(%q)) = %q (escaped %q)", in, got, esc)
+		}
+	}
+}
