@@ -63,11 +63,12 @@ fuzz: ## run each fuzz target for FUZZTIME (default 10s)
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeJSON$$' -fuzztime $(FUZZTIME) ./tracer/netstat
 
 bench: deps build ## Go benchmarks and the churn report against peers (root): out/bench.md
-	$(GO) test -run '^$$' -bench . -benchmem ./tracer/event ./tracer/output ./tracer/table ./tracer/topview ./tracer/netstat
-	$(GO) test -run '^$$' -bench 'Serve' -benchtime 5x ./cmd/tcpscope # serve: /api/v1/sockets at 50k sockets; agent CPU/RSS under churn
+	mkdir -p out
+	set -o pipefail; { $(GO) test -run '^$$' -bench . -benchmem ./tracer/event ./tracer/output ./tracer/table ./tracer/topview ./tracer/netstat && \
+	  $(GO) test -run '^$$' -bench 'Serve' -benchtime 5x ./cmd/tcpscope; } | tee out/gobench.txt # serve: /api/v1/sockets at 50k sockets; agent CPU/RSS under churn
 	$(GO) build -o bin/tcpchurn ./cmd/tcpchurn
 	$(GO) build -o bin/tcpscope-bench ./cmd/tcpscope-bench
-	./bin/tcpscope-bench -tcpscope $(BIN) -tcpchurn bin/tcpchurn -out out/bench.md $(BENCH_ARGS)
+	./bin/tcpscope-bench -tcpscope $(BIN) -tcpchurn bin/tcpchurn -gobench out/gobench.txt -out out/bench.md $(BENCH_ARGS)
 
 clean: ## remove build output
 	rm -rf bin out

@@ -1,18 +1,30 @@
 // Command tcpscope-bench measures what tracing every TCP state change costs,
-// in one bounded run (under three minutes by default), and writes a
-// markdown report to stdout and to -out, with the raw numbers as JSON
-// beside it:
+// in one bounded run (about five minutes by default), and writes a markdown
+// report to stdout and to -out, with the raw numbers as JSON beside it and
+// each goal of the benchmark report shown as met or not met:
 //
+//   - one-shot `tcpscope netstat -ant`/`-antp`/`--summary` against `ss -tan`,
+//     `netstat -ant` and their -p forms with 1k, 10k and 50k sockets held
+//     open in a network namespace of the phase's own (-scale), and the
+//     resident memory of `tcpscope serve` with those sockets in its table;
 //   - the loopback connection churn rate (tcpchurn, a separate process) with
-//     no tracer, with `tcpscope trace > /dev/null`, and with a bpftrace
+//     no tracer, with `tcpscope trace > /dev/null`, with `tcpscope serve`
+//     (not scraped, and scraped once a second), and with a bpftrace
 //     equivalent of the classic tcpstates tool (tcpstates.bt) > /dev/null,
 //     for server-first and client-first close, the median of -runs runs of
 //     -duration each, interleaved so that outside load spreads evenly;
 //   - the events each tracer lost;
+//   - the events per second `tcpscope trace` takes before its first lost
+//     event, with the default ring buffer and the largest --ring-size, by a
+//     ramp of tcpchurn workers (-ramp) that stops at the first loss;
 //   - the BPF programs' own cost per hit (kernel.bpf_stats_enabled);
 //   - the kernel-to-user-space latency of events, measured in this process
 //     with the loader and a sink that subtracts each event's timestamp from
-//     CLOCK_MONOTONIC.
+//     CLOCK_MONOTONIC; the latency from a state change to the socket table
+//     (loader, live and table in this process) and to a client of serve's
+//     /api/v1/events stream;
+//   - with -gobench, the Go benchmarks run before it (bytes per socket of
+//     the table, decoding, formatting).
 //
 // It needs root for everything but the bare churn rate. Parts whose tool is
 // missing are reported as skipped.
@@ -52,6 +64,12 @@ type options struct {
 	scaleSizes    []int // -scale: socket counts for the scale phase
 	scalePTimeout time.Duration
 	scaleOnly     bool
+	scaleHostNS   bool // scale phase in the host's namespace instead of one of its own
+
+	serveScrape  bool  // also the serve run with one /metrics scrape a second
+	rampWorkers  []int // -ramp: tcpchurn workers per step of the loss ramp
+	rampDuration time.Duration
+	goBench      string // go test -bench output to include
 }
 
 func main() {
@@ -74,13 +92,18 @@ func run(args []string) int {
 	fs.StringVar(&o.out, "out", "out/bench.md", "markdown report file (\"\" for stdout only)")
 	fs.StringVar(&o.jsonOut, "json", "", "raw results as JSON (default: -out with .json)")
 	fs.IntVar(&o.runs, "runs", 3, "churn runs per close order and tracer (median reported)")
-	fs.DurationVar(&o.duration, "duration", 4*time.Second, "length of each churn run")
+	fs.DurationVar(&o.duration, "duration", 3*time.Second, "length of each churn run")
 	fs.IntVar(&o.workers, "workers", 0, "tcpchurn -workers (default: its own)")
 	fs.BoolVar(&o.skipLat, "skip-inprocess", false, "skip the in-process latency and BPF cost run")
 	fs.DurationVar(&o.quiet, "wait-quiet", 0, "before each run, wait up to this long for the CPUs to be 90% idle (for shared machines)")
-	scale := fs.String("scale", "10000,100000", "socket counts for the one-shot view scaling phase, comma-separated (\"\" to skip; 1000000 needs ~4 GB and minutes)")
+	scale := fs.String("scale", "1000,10000,50000", "socket counts for the one-shot view scaling phase, comma-separated (\"\" to skip; e.g. 100000,1000000 for larger ones: 1000000 needs ~4 GB and minutes)")
+	fs.BoolVar(&o.serveScrape, "serve-scrape", true, "also churn under `tcpscope serve` scraped once a second")
+	ramp := fs.String("ramp", "1,2,4", "tcpchurn workers per step of the loss ramp, rising (\"\" to skip)")
+	fs.DurationVar(&o.rampDuration, "ramp-duration", 2*time.Second, "length of each ramp step")
+	fs.StringVar(&o.goBench, "gobench", "", "`go test -bench` output to read B/socket and the other Go benchmarks from")
 	fs.DurationVar(&o.scalePTimeout, "scale-p-timeout", 60*time.Second, "bound on each view run in the scaling phase (the -p forms of ss and netstat are slow)")
 	fs.BoolVar(&o.scaleOnly, "scale-only", false, "run the scaling phase alone")
+	fs.BoolVar(&o.scaleHostNS, "scale-host-netns", false, "hold the scale phase's sockets in the host's network namespace (views then count every socket of the host) instead of a fresh one")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -90,6 +113,10 @@ func run(args []string) int {
 	var err error
 	if o.scaleSizes, err = parseScaleSizes(*scale); err != nil || o.scalePTimeout < time.Second {
 		fmt.Fprintln(os.Stderr, "tcpscope-bench: bad -scale or -scale-p-timeout (want >= 1s):", err)
+		return 2
+	}
+	if o.rampWorkers, err = parseWorkers(*ramp); err != nil || o.rampDuration < 500*time.Millisecond || o.rampDuration > 30*time.Second {
+		fmt.Fprintln(os.Stderr, "tcpscope-bench: bad -ramp or -ramp-duration (want 0.5s to 30s):", err)
 		return 2
 	}
 	if o.runs < 1 || o.runs > 9 || o.duration < 500*time.Millisecond || o.duration > 30*time.Second || o.quiet < 0 || o.quiet > 10*time.Minute {
@@ -146,7 +173,8 @@ func run(args []string) int {
 // tracer's start and stop, plus the fixed parts, with room to spare.
 func budget(o options) time.Duration {
 	perRun := o.duration + 12*time.Second + o.quiet
-	return time.Duration(2*3*o.runs+4)*perRun + time.Minute + scaleBudget(o)
+	rampSteps := time.Duration(4 * len(o.rampWorkers))
+	return time.Duration(2*5*o.runs+10)*perRun + rampSteps*(o.rampDuration+30*time.Second) + time.Minute + scaleBudget(o)
 }
 
 func writeFile(path string, data []byte) error {
@@ -181,6 +209,10 @@ const (
 	tracerNone     = "none"
 	tracerTcpscope = "tcpscope"
 	tracerBpftrace = "bpftrace"
+	// tcpscope serve on a loopback port, with nothing scraping it, and with
+	// one /metrics scrape a second.
+	tracerServe       = "serve"
+	tracerServeScrape = "serve+scrape"
 )
 
 func (b *bench) run(ctx context.Context) *Report {
@@ -201,7 +233,10 @@ func (b *bench) run(ctx context.Context) *Report {
 	if root {
 		if p, ok := b.findTcpscope(); ok {
 			rep.Tools.Tcpscope = p
-			tracers = append(tracers, tracerTcpscope)
+			tracers = append(tracers, tracerTcpscope, tracerServe)
+			if b.opts.serveScrape {
+				tracers = append(tracers, tracerServeScrape)
+			}
 		}
 		if p, ok := b.findBpftrace(); ok {
 			rep.Tools.Bpftrace = p
@@ -210,6 +245,13 @@ func (b *bench) run(ctx context.Context) *Report {
 	}
 	if p, err := exec.LookPath(b.opts.bpftool); err == nil {
 		rep.Tools.Bpftool = p
+	}
+
+	// One-shot views with many sockets open, first: the churn leaves up to
+	// tcp_max_tw_buckets TIME_WAIT sockets in the host namespace for a
+	// minute, which serve's table (every namespace) would hold too.
+	if len(b.opts.scaleSizes) > 0 && ctx.Err() == nil {
+		rep.Scale = b.scalePhase(ctx)
 	}
 
 	// Warm up: fill the time-wait table and caches to their steady state,
@@ -244,6 +286,11 @@ func (b *bench) run(ctx context.Context) *Report {
 		rep.BpftraceLoss = b.bpftraceLossRun(ctx, churnCmd)
 	}
 
+	// Events per second before the first loss, per ring size.
+	if root && rep.Tools.Tcpscope != "" && len(b.opts.rampWorkers) > 0 && ctx.Err() == nil {
+		rep.Ramp = b.rampPhase(ctx, churnCmd)
+	}
+
 	// In-process: BPF cost per hit and delivery latency.
 	if root && !b.opts.skipLat && ctx.Err() == nil {
 		for _, order := range closeOrders {
@@ -259,9 +306,28 @@ func (b *bench) run(ctx context.Context) *Report {
 			rep.InProcess = append(rep.InProcess, ip)
 		}
 	}
-	// One-shot views with many sockets open.
-	if len(b.opts.scaleSizes) > 0 && ctx.Err() == nil {
-		rep.Scale = b.scalePhase(ctx)
+	// Change-to-table (in process) and change-to-API (serve) latency.
+	if root && !b.opts.skipLat && ctx.Err() == nil {
+		// Under the churn that saturates the CPUs, and under one worker,
+		// which leaves the tracer a CPU.
+		for _, order := range closeOrders {
+			if ctx.Err() == nil {
+				rep.Latency = append(rep.Latency, b.tableLatency(ctx, churnCmd, order, b.opts.workers))
+			}
+		}
+		if ctx.Err() == nil {
+			rep.Latency = append(rep.Latency, b.tableLatency(ctx, churnCmd, "server", 1))
+		}
+		for _, w := range []int{b.opts.workers, 1} {
+			if rep.Tools.Tcpscope != "" && ctx.Err() == nil {
+				rep.Latency = append(rep.Latency, b.apiLatency(ctx, churnCmd, "server", w))
+			}
+		}
+		for _, l := range rep.Latency {
+			if l.Error != "" {
+				b.note("latency to %s (close=%s): %s", l.Path, l.Close, l.Error)
+			}
+		}
 	}
 	if ctx.Err() != nil {
 		b.note("stopped early: %v", context.Cause(ctx))
@@ -272,6 +338,16 @@ func (b *bench) run(ctx context.Context) *Report {
 	}
 	for _, r := range rep.InProcess {
 		idles = append(idles, r.IdleBefore)
+	}
+	for _, r := range rep.Latency {
+		idles = append(idles, r.IdleBefore)
+	}
+	if rep.Ramp != nil {
+		for _, rr := range rep.Ramp.Rings {
+			for _, st := range rr.Steps {
+				idles = append(idles, st.IdleBefore)
+			}
+		}
 	}
 	if rep.BpftraceLoss != nil {
 		idles = append(idles, rep.BpftraceLoss.IdleBefore)
@@ -289,8 +365,26 @@ func (b *bench) run(ctx context.Context) *Report {
 		os.Remove(b.script)
 	}
 	rep.summarize()
+	b.readGoBench()
+	rep.Goals = rep.evalGoals()
 	rep.TotalSec = time.Since(start).Seconds()
 	return rep
+}
+
+// readGoBench reads -gobench into the report.
+func (b *bench) readGoBench() {
+	if b.opts.goBench == "" {
+		return
+	}
+	f, err := os.Open(b.opts.goBench)
+	if err != nil {
+		b.note("Go benchmarks not included: %v", err)
+		return
+	}
+	defer f.Close()
+	if b.rep.GoBench, err = parseGoBench(f); err != nil {
+		b.note("Go benchmarks: %s: %v", b.opts.goBench, err)
+	}
 }
 
 func lostString(r RunResult) string {
@@ -394,10 +488,16 @@ type churnResult struct {
 func maxConns(d time.Duration) int { return int(d.Seconds() * 1_000_000) }
 
 func (b *bench) churn(ctx context.Context, cmdline []string, order string, d time.Duration) (churnResult, error) {
+	return b.churnWorkers(ctx, cmdline, order, d, b.opts.workers)
+}
+
+// churnWorkers is a churn run with this many workers (0: tcpchurn's
+// default).
+func (b *bench) churnWorkers(ctx context.Context, cmdline []string, order string, d time.Duration, workers int) (churnResult, error) {
 	args := append(cmdline[1:len(cmdline):len(cmdline)],
 		"-json", "-close", order, "-duration", d.String(), "-n", fmt.Sprint(maxConns(d)))
-	if b.opts.workers > 0 {
-		args = append(args, "-workers", fmt.Sprint(b.opts.workers))
+	if workers > 0 {
+		args = append(args, "-workers", fmt.Sprint(workers))
 	}
 	ctx, cancel := context.WithTimeout(ctx, d+15*time.Second)
 	defer cancel()
@@ -428,15 +528,36 @@ func (b *bench) rateRun(ctx context.Context, churnCmd []string, order, tracer st
 		tp, err = startTcpscope(ctx, b.rep.Tools.Tcpscope)
 	case tracerBpftrace:
 		tp, err = b.startBpftrace(ctx, os.DevNull)
+	case tracerServe, tracerServeScrape:
+		tp, err = startServe(ctx, b.rep.Tools.Tcpscope, 60*time.Second)
 	}
 	if err != nil {
 		r.Error = err.Error()
 		return r
 	}
+	var sc *scraper
+	if tracer == tracerServeScrape {
+		sc = startScraper(tp.addr)
+	}
 	load0 := loadAvg()
 	cpu0 := readCPUStat()
 	res, err := b.churn(ctx, churnCmd, order, b.opts.duration)
 	r.IdleFrac = readCPUStat().idleSince(cpu0)
+	if sc != nil {
+		var mean time.Duration
+		r.Scrapes, r.ScrapeErrors, mean = sc.end()
+		r.ScrapeMeanMs = float64(mean.Microseconds()) / 1000
+	}
+	if tp != nil && tp.addr != "" {
+		// serve's counters and memory, before it stops.
+		if m, serr := scrape(tp.addr); serr == nil {
+			ev, lost := uint64(m["tcpscope_transitions_total"]), uint64(m["tcpscope_lost_events_total"])
+			r.Events, r.Lost = &ev, &lost
+		} else if err == nil {
+			err = fmt.Errorf("serve /metrics: %w", serr)
+		}
+		r.TracerRSS = procStatusBytes(tp.cmd.Process.Pid, "VmHWM")
+	}
 	r.LoadAvg = load0
 	r.ChurnCPUSec = res.CPUSec
 	if err != nil {

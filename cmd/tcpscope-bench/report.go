@@ -27,7 +27,11 @@ type Report struct {
 	BpftraceLoss *BpftraceLoss  `json:"bpftrace_loss,omitempty"`
 	InProcess    []InProcResult `json:"in_process,omitempty"`
 	RawRuns      []RunResult    `json:"raw_runs"`
+	Ramp         *RampReport    `json:"ramp,omitempty"`
+	Latency      []ViewLatency  `json:"latency,omitempty"`
 	Scale        *ScaleReport   `json:"scale,omitempty"`
+	GoBench      []GoBench      `json:"go_bench,omitempty"`
+	Goals        []Goal         `json:"goals,omitempty"`
 	ScaleOnly    bool           `json:"scale_only,omitempty"`
 	Notes        []string       `json:"notes,omitempty"`
 	TotalSec     float64        `json:"total_s"`
@@ -63,8 +67,14 @@ type RunResult struct {
 	IdleFrac     float64 `json:"idle_frac"`        // of all CPUs during the churn
 	IdleBefore   float64 `json:"idle_frac_before"` // in the 300 ms before the run
 	LoadAvg      float64 `json:"loadavg1_before"`
+	// serve: its peak RSS, and the /metrics scrapes made during the churn.
+	TracerRSS    uint64  `json:"tracer_peak_rss_bytes,omitempty"`
+	Scrapes      int     `json:"scrapes,omitempty"`
+	ScrapeErrors int     `json:"scrape_errors,omitempty"`
+	ScrapeMeanMs float64 `json:"scrape_mean_ms,omitempty"`
 
-	// tcpscope's summary line.
+	// tcpscope's summary line (trace), or serve's /metrics (events are its
+	// transitions_total).
 	Events          *uint64 `json:"events,omitempty"`
 	Lost            *uint64 `json:"lost,omitempty"`
 	RingDrops       *uint64 `json:"ring_drops,omitempty"`
@@ -282,6 +292,10 @@ func tracerLabel(t string) string {
 		return "`tcpscope trace > /dev/null`"
 	case tracerBpftrace:
 		return "`bpftrace tcpstates.bt > /dev/null`"
+	case tracerServe:
+		return "`tcpscope serve` (not scraped)"
+	case tracerServeScrape:
+		return "`tcpscope serve`, /metrics scraped 1/s"
 	}
 	return t
 }
@@ -321,6 +335,7 @@ func renderMarkdown(r *Report) string {
 		p("Peer: %s running tcpstates.bt (the classic tcpstates: one printf per transition, a per-socket timestamp map).\n", r.Tools.BpftraceVersion)
 	}
 
+	p("%s", renderGoals(r.Goals))
 	p("\n## Connection churn rate\n\n")
 	p("| close order | tracer | median rate | vs no tracer | overhead | tracer CPU | events/conn | runs |\n")
 	p("|---|---|--:|--:|--:|--:|--:|--:|\n")
@@ -362,6 +377,24 @@ func renderMarkdown(r *Report) string {
 	}
 	if !anyRun {
 		p("tcpscope: not measured.\n")
+	}
+	anyServe := false
+	for _, run := range r.RawRuns {
+		if (run.Tracer == tracerServe || run.Tracer == tracerServeScrape) && run.Lost != nil {
+			if !anyServe {
+				p("\n`tcpscope serve`, from its /metrics at the end of each run (events: `tcpscope_transitions_total`; lost: `tcpscope_lost_events_total`), its peak RSS, and the scrapes made during the run:\n\n")
+				p("| close order | variant | round | conns | events | lost | peak RSS | scrapes (mean time) |\n|---|---|--:|--:|--:|--:|--:|--:|\n")
+				anyServe = true
+			}
+			scr := ""
+			if run.Tracer == tracerServeScrape {
+				scr = fmt.Sprintf("%d (%.1f ms)", run.Scrapes, run.ScrapeMeanMs)
+				if run.ScrapeErrors > 0 {
+					scr += fmt.Sprintf(", %d failed", run.ScrapeErrors)
+				}
+			}
+			p("| %s | %s | %d | %d | %d | %d | %.0f MiB | %s |\n", run.Close, run.Tracer, run.Round, run.Conns, *run.Events, *run.Lost, mib(run.TracerRSS), scr)
+		}
 	}
 	if bl := r.BpftraceLoss; bl != nil {
 		p("\nbpftrace, in one more server-first run with its output to a file in memory (its \"Lost N events\" lines are in the output):\n\n")
@@ -405,7 +438,10 @@ func renderMarkdown(r *Report) string {
 		}
 	}
 
+	p("%s", renderRamp(r.Ramp))
+	p("%s", renderLatency(r.Latency))
 	p("%s", renderScale(r.Scale))
+	p("%s", renderGoBench(r.GoBench))
 	p("\n## All runs\n\n")
 	p("| round | close | tracer | rate | conns | errors | churn CPU s | tracer CPU s | idle before | idle during | load avg | error |\n|--:|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|\n")
 	for _, run := range r.RawRuns {
@@ -436,4 +472,84 @@ func fmtUs(us float64) string {
 		return fmt.Sprintf("%.2f ms", us/1000)
 	}
 	return fmt.Sprintf("%.0f µs", us)
+}
+
+func renderRamp(rr *RampReport) string {
+	if rr == nil {
+		return ""
+	}
+	var w strings.Builder
+	p := func(format string, a ...any) { fmt.Fprintf(&w, format, a...) }
+	p("\n## Events per second before the first loss\n\n")
+	p("`tcpscope trace --ring-size R > /dev/null` and `tcpscope serve --ring-size R` (table, metrics and API; nothing scraping it) under server-first churn with more and more tcpchurn workers (%v), %s per step, a fresh tracer each step; each ramp stops at the first step that lost an event. "+
+		"The default ring is 8M; %s is the largest `--ring-size` accepts. Events: trace's count, serve's `tcpscope_transitions_total`.\n\n", rr.Workers, rr.Duration, maxRingFlag)
+	p("| pipeline | ring | workers | conns/s | events/s | events | lost | idle before |\n|---|---|--:|--:|--:|--:|--:|--:|\n")
+	for _, res := range rr.Rings {
+		for _, st := range res.Steps {
+			if st.Error != "" {
+				p("| %s | %s | %d | error: %s | | | | %.0f%% |\n", res.Pipeline, res.Ring, st.Workers, strings.ReplaceAll(st.Error, "|", "/"), 100*st.IdleBefore)
+				continue
+			}
+			p("| %s | %s | %d | %s | %s | %d | %d | %.0f%% |\n", res.Pipeline, res.Ring, st.Workers, fmtRate(st.Rate), groupDigits(int64(st.EventsPerSec)), st.Events, st.Lost, 100*st.IdleBefore)
+		}
+	}
+	p("\n")
+	for _, res := range rr.Rings {
+		if res.FirstLoss >= 0 {
+			p("- %s, ring %s: %s events/s sustained; first loss at %d workers (%s events/s).\n", res.Pipeline, res.Ring, groupDigits(int64(res.SustainedEPS)),
+				res.Steps[res.FirstLoss].Workers, groupDigits(int64(res.Steps[res.FirstLoss].EventsPerSec)))
+		} else if len(res.Steps) > 0 {
+			p("- %s, ring %s: no loss at any step; peak %s events/s (the churn, not the tracer, set the limit).\n", res.Pipeline, res.Ring, groupDigits(int64(res.SustainedEPS)))
+		}
+	}
+	return w.String()
+}
+
+func renderLatency(ls []ViewLatency) string {
+	if len(ls) == 0 {
+		return ""
+	}
+	var w strings.Builder
+	p := func(format string, a ...any) { fmt.Fprintf(&w, format, a...) }
+	p("\n## Change-to-table and change-to-API latency\n\n")
+	p("From the kernel timestamp of a state change to: *table*, the moment the socket table (loader, live and table in this process, as `tcpscope serve` runs them) has applied it; *api*, the moment a client of `tcpscope serve`'s `/api/v1/events` stream has read its line (the event's `time`, the agent's wall-clock rendering of the kernel timestamp, against this process's clock). Both under a churn run in another process: with tcpchurn's default workers, which saturate the CPUs, and with one worker, which leaves the tracer about a CPU.\n\n")
+	p("| path | close order | workers | conns | rate | events | lost | resyncs | stream dropped | p50 | p90 | p99 | p99.9 | max | idle before |\n|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	for _, l := range ls {
+		workers := "default"
+		if l.Workers > 0 {
+			workers = fmt.Sprint(l.Workers)
+		}
+		if l.Error != "" {
+			p("| %s | %s | %s | error: %s | | | | | | | | | | | %.0f%% |\n", l.Path, l.Close, workers, strings.ReplaceAll(l.Error, "|", "/"), 100*l.IdleBefore)
+			continue
+		}
+		dropped := "–"
+		if l.Path == "api" {
+			dropped = fmt.Sprint(l.Dropped)
+		}
+		p("| %s | %s | %s | %d | %s | %d | %d | %d | %s | %s | %s | %s | %s | %s | %.0f%% |\n", l.Path, l.Close, workers, l.Conns, fmtRate(l.Rate), l.Events, l.Lost, l.Resyncs, dropped,
+			fmtUs(l.P50us), fmtUs(l.P90us), fmtUs(l.P99us), fmtUs(l.P999us), fmtUs(l.Maxus), 100*l.IdleBefore)
+	}
+	return w.String()
+}
+
+func renderGoBench(bs []GoBench) string {
+	if len(bs) == 0 {
+		return ""
+	}
+	var w strings.Builder
+	w.WriteString("\n## Go benchmarks\n\nFrom `go test -bench` in the same `make bench`:\n\n| package | benchmark | results |\n|---|---|---|\n")
+	for _, b := range bs {
+		units := make([]string, 0, len(b.Metrics))
+		for u := range b.Metrics {
+			units = append(units, u)
+		}
+		slices.Sort(units)
+		var parts []string
+		for _, u := range units {
+			parts = append(parts, fmt.Sprintf("%s %s", strconv.FormatFloat(b.Metrics[u], 'g', 4, 64), u))
+		}
+		fmt.Fprintf(&w, "| %s | %s | %s |\n", strings.TrimPrefix(b.Pkg, "github.com/tcpscope/tcpscope/"), b.Name, strings.Join(parts, ", "))
+	}
+	return w.String()
 }

@@ -17,6 +17,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -42,7 +43,8 @@ type ScaleReport struct {
 
 // ScaleResult is every view timed at one size.
 type ScaleResult struct {
-	Sockets        int     `json:"sockets"` // asked for: both ends of Sockets/2 connections
+	Sockets        int     `json:"sockets"`   // asked for: both ends of Sockets/2 connections
+	NetNS          bool    `json:"own_netns"` // holders and views ran in a network namespace of their own
 	Holders        int     `json:"holders"`
 	ConnsPerHolder int     `json:"conns_per_holder_max"`
 	CreateSec      float64 `json:"create_s"`
@@ -55,8 +57,11 @@ type ScaleResult struct {
 	LineDiff      int         `json:"line_diff"`
 	MemUsedGiB    float64     `json:"mem_used_gib"` // MemTotal-MemAvailable with the sockets open
 	Cmds          []ScaleTime `json:"cmds"`
-	TeardownSec   float64     `json:"teardown_s"`
-	Error         string      `json:"error,omitempty"`
+	// tcpscope serve started with the sockets open: its table's size,
+	// time to ready and resident memory once ready.
+	Serve       *ServeMem `json:"serve,omitempty"`
+	TeardownSec float64   `json:"teardown_s"`
+	Error       string    `json:"error,omitempty"`
 }
 
 // ScaleTime is one view's wall-clock times at one size.
@@ -122,7 +127,7 @@ func createLimit(n int) time.Duration {
 func scaleBudget(o options) time.Duration {
 	var d time.Duration
 	for _, n := range o.scaleSizes {
-		d += createLimit(n) + time.Duration(2*len(scaleViews)+2)*(o.scalePTimeout+5*time.Second) + time.Minute
+		d += createLimit(n) + time.Duration(2*len(scaleViews)+3)*(o.scalePTimeout+5*time.Second) + time.Minute
 	}
 	return d
 }
@@ -179,7 +184,13 @@ func (b *bench) scalePhase(ctx context.Context) *ScaleReport {
 			b.note("scale phase: %d sockets skipped: %.1f GiB available, want %.1f GiB", n, gib(avail), gib(need))
 			continue
 		}
-		res := b.scaleAt(ctx, self, bins, n)
+		var res ScaleResult
+		if b.opts.scaleHostNS {
+			res = b.scaleAt(ctx, self, bins, n)
+		} else if err := inFreshNetNS(func() { res = b.scaleAt(ctx, self, bins, n) }); err != nil {
+			res = ScaleResult{Sockets: n, Error: err.Error()}
+		}
+		res.NetNS = !b.opts.scaleHostNS
 		if res.Error != "" {
 			b.note("scale phase at %d sockets: %s", n, res.Error)
 		}
@@ -274,10 +285,84 @@ func (b *bench) scaleAt(ctx context.Context, self string, bins map[string]string
 		b.logf("scale: %d sockets: %-22s %s", n, st.Cmd, fmtScaleTime(st, to))
 		res.Cmds = append(res.Cmds, st)
 	}
+	if bins["tcpscope"] != "" && ctx.Err() == nil {
+		// From another goroutine, so from a thread in the bench's own
+		// namespace: serve walks every namespace, and its port must be
+		// reachable from here.
+		done := make(chan *ServeMem)
+		go func() { done <- b.serveMem(ctx, bins["tcpscope"]) }()
+		res.Serve = <-done
+	}
 	if err := context.Cause(ctx); err != nil && res.Error == "" {
 		res.Error = err.Error()
 	}
 	return res
+}
+
+// ServeMem is tcpscope serve's memory with many sockets in its table.
+type ServeMem struct {
+	TableSockets float64 `json:"table_sockets"`
+	ReadySec     float64 `json:"ready_s"`
+	RSSBytes     uint64  `json:"rss_bytes"`
+	PeakRSSBytes uint64  `json:"peak_rss_bytes"`
+	Error        string  `json:"error,omitempty"`
+}
+
+// serveMem starts serve, waits until it is ready and a second more (the
+// seed's garbage collected), and reads its table size and memory.
+func (b *bench) serveMem(ctx context.Context, bin string) *ServeMem {
+	sm := &ServeMem{}
+	t0 := time.Now()
+	tp, err := startServe(ctx, bin, b.opts.scalePTimeout)
+	if err != nil {
+		sm.Error = err.Error()
+		return sm
+	}
+	sm.ReadySec = time.Since(t0).Seconds()
+	select {
+	case <-time.After(time.Second):
+	case <-ctx.Done():
+	}
+	m, err := scrape(tp.addr)
+	if err != nil {
+		sm.Error = err.Error()
+	}
+	sm.TableSockets = m["tcpscope_table_sockets"]
+	pid := tp.cmd.Process.Pid
+	sm.RSSBytes, sm.PeakRSSBytes = procStatusBytes(pid, "VmRSS"), procStatusBytes(pid, "VmHWM")
+	if st := tp.stop(); st.err != nil && sm.Error == "" {
+		sm.Error = fmt.Sprintf("serve: %v: %s", st.err, lastLines(st.stderr, 2))
+	}
+	b.logf("scale: serve: %.0f sockets in its table, ready in %.2f s, RSS %.0f MiB (peak %.0f MiB)",
+		sm.TableSockets, sm.ReadySec, mib(sm.RSSBytes), mib(sm.PeakRSSBytes))
+	return sm
+}
+
+func mib(b uint64) float64 { return float64(b) / (1 << 20) }
+
+// inFreshNetNS runs fn on a thread of its own in a new network namespace
+// with its loopback up: the processes fn starts from its goroutine are
+// born there (a child inherits the namespace of the thread that forks it),
+// so their sockets are alone in it and the views count exactly them. The
+// thread is never unlocked: it exits with the goroutine, and the namespace
+// goes with it and with the last of those processes, leaving nothing
+// behind.
+func inFreshNetNS(fn func()) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("new network namespace: %w", err)
+			return
+		}
+		if out, err := exec.Command("ip", "link", "set", "lo", "up").CombinedOutput(); err != nil {
+			errc <- fmt.Errorf("ip link set lo up: %v: %s", err, strings.TrimSpace(string(out)))
+			return
+		}
+		fn()
+		errc <- nil
+	}()
+	return <-errc
 }
 
 // timeView runs one view with its output to /dev/null and returns its wall
@@ -638,7 +723,7 @@ func renderScale(sr *ScaleReport) string {
 	p := func(format string, a ...any) { fmt.Fprintf(&w, format, a...) }
 	to, _ := time.ParseDuration(sr.PTimeout)
 	p("\n## One-shot views at scale\n\n")
-	p("Holder processes (this binary, `%s`) each open a listener on 127.0.0.x and up to %d loopback connections to it, keeping both ends; then each view runs with its output to /dev/null. "+
+	p("Holder processes (this binary, `%s`) each open a listener on 127.0.0.x and up to %d loopback connections to it, keeping both ends, in a network namespace of their own (unless -scale-host-netns), where each view then runs with its output to /dev/null, so the views count exactly these sockets; `tcpscope serve` runs in the host namespace and walks every namespace. "+
 		"Wall-clock seconds, best of 3 (`ss -tanp` and `netstat -antp`: 1 run); every run is bounded by -scale-p-timeout (%s). *vs tcpscope* is the peer's time over `tcpscope netstat` with the same flags.\n\n",
 		scaleHolderArg, holderMaxConns, sr.PTimeout)
 	p("Goals: the full `-antp` view at 1,000,000 sockets in at most 2 s; every one-shot view faster than ss.\n")
@@ -657,6 +742,14 @@ func renderScale(sr *ScaleReport) string {
 			r.Holders, r.ConnsPerHolder, r.CreateSec, r.CreateLimitSec, r.MemUsedGiB, r.TeardownSec, r.TcpscopeLines, r.SsLines, r.LineDiff)
 		if r.Error != "" {
 			p("\nError: %s\n", strings.ReplaceAll(r.Error, "|", "/"))
+		}
+		if sv := r.Serve; sv != nil {
+			if sv.Error != "" {
+				p("\n`tcpscope serve`: error: %s\n", strings.ReplaceAll(sv.Error, "|", "/"))
+			} else {
+				p("\n`tcpscope serve` with these sockets open: ready in %.2f s with %s sockets in its table; RSS %.0f MiB (peak %.0f MiB) a second after ready.\n",
+					sv.ReadySec, groupDigits(int64(sv.TableSockets)), mib(sv.RSSBytes), mib(sv.PeakRSSBytes))
+			}
 		}
 		if len(r.Cmds) == 0 {
 			continue

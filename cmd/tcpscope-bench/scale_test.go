@@ -112,3 +112,70 @@ func TestParseScaleSizes(t *testing.T) {
 		t.Error("accepted 1e6")
 	}
 }
+
+// Holders started in inFreshNetNS are alone in their namespace: ss run
+// from there sees exactly their sockets, ss in the test's namespace none
+// of them, and nothing is left once they stop.
+func TestHoldersInFreshNetNS(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: unshare(CLONE_NEWNET)")
+	}
+	for _, tool := range []string{"ss", "ip"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed", tool)
+		}
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const sockets = 120
+	var inside, port string
+	var hsErr, ssErr error
+	err = inFreshNetNS(func() {
+		hs, err := startHolders(context.Background(), self, sockets, 100, 30*time.Second)
+		if err != nil {
+			hsErr = err
+			return
+		}
+		defer hs.stop()
+		_, port, _ = strings.Cut(hs.procs[0].addr, ":")
+		var out []byte
+		out, ssErr = exec.Command("ss", "-tanH").Output()
+		inside = string(out)
+		// While they run, the test's own namespace does not have them: ss
+		// started from another goroutine, so from another thread.
+		outside := make(chan int)
+		go func() {
+			out, err := exec.Command("ss", "-tanH").Output()
+			if err != nil {
+				outside <- -1
+				return
+			}
+			outside <- countLinesWith(string(out), ":"+port)
+		}()
+		if n := <-outside; n != 0 {
+			t.Errorf("the test's namespace sees %d of the holder's sockets", n)
+		}
+	})
+	if err != nil || hsErr != nil || ssErr != nil {
+		t.Fatalf("netns: %v; holders: %v; ss: %v", err, hsErr, ssErr)
+	}
+	// The listener and both ends of 60 connections, nothing else.
+	if n := strings.Count(inside, "\n"); n != sockets+1 {
+		t.Errorf("ss in the namespace sees %d sockets, want %d:\n%s", n, sockets+1, inside)
+	}
+	if n := countLinesWith(inside, ":"+port); n != sockets+1 {
+		t.Errorf("%d lines name port %s, want %d", n, port, sockets+1)
+	}
+}
+
+func countLinesWith(text, sub string) int {
+	n := 0
+	for _, line := range strings.Split(text, "\n") {
+		if strings.Contains(line, sub) {
+			n++
+		}
+	}
+	return n
+}

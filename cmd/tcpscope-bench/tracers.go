@@ -35,6 +35,7 @@ type tracerProc struct {
 	exited  chan struct{}
 	waitErr error
 	progID  ebpf.ProgramID // bpftrace: its program on the tracepoint, when known
+	addr    string         // serve: the address it listens on
 }
 
 type lockedBuffer struct {
@@ -129,13 +130,13 @@ func (p *tracerProc) stop() stopResult {
 // startTcpscope runs `tcpscope trace > /dev/null` and waits until its
 // programs are attached: tcpscope attaches them with BPF links, so its
 // fd table shows them.
-func startTcpscope(ctx context.Context, path string) (*tracerProc, error) {
+func startTcpscope(ctx context.Context, path string, args ...string) (*tracerProc, error) {
 	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
 	if err != nil {
 		return nil, err
 	}
 	defer null.Close()
-	p, err := startProc("tcpscope", null, path, "trace")
+	p, err := startProc("tcpscope", null, path, append([]string{"trace"}, args...)...)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,239 @@
+package main
+
+// Change-to-view latency: from a state change in the kernel (the event's
+// kernel timestamp) to the moment the change is in the socket table (in
+// this process: loader, live and table as `tcpscope serve` runs them), and
+// to the moment a client of serve's /api/v1/events stream reads it.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/tcpscope/tcpscope/tracer/live"
+	"github.com/tcpscope/tcpscope/tracer/loader"
+	"github.com/tcpscope/tcpscope/tracer/table"
+)
+
+// ViewLatency is one latency run: where it was measured and its quantiles.
+type ViewLatency struct {
+	Path       string  `json:"path"` // "table" or "api"
+	Close      string  `json:"close"`
+	Workers    int     `json:"workers,omitempty"` // tcpchurn's; 0: its default
+	Conns      uint64  `json:"conns"`
+	Rate       float64 `json:"rate"`
+	IdleBefore float64 `json:"idle_frac_before"`
+	Events     uint64  `json:"events"`
+	Lost       uint64  `json:"lost"`    // by the tracer
+	Dropped    uint64  `json:"dropped"` // api: by the stream for this client
+	Resyncs    uint64  `json:"resyncs"` // table: re-reads of the kernel's sockets during the run
+	Latency
+	Error string `json:"error,omitempty"`
+}
+
+// Latency is the quantiles of a set of delays.
+type Latency struct {
+	Samples int     `json:"latency_samples"`
+	P50us   float64 `json:"latency_p50_us"`
+	P90us   float64 `json:"latency_p90_us"`
+	P99us   float64 `json:"latency_p99_us"`
+	P999us  float64 `json:"latency_p999_us"`
+	Maxus   float64 `json:"latency_max_us"`
+}
+
+// quantiles sorts the delays (ns) and reads their quantiles.
+func quantiles(ns []uint64) Latency {
+	l := Latency{Samples: len(ns)}
+	if len(ns) == 0 {
+		return l
+	}
+	slices.Sort(ns)
+	q := func(p float64) float64 { return float64(ns[int(p*float64(len(ns)-1))]) / 1e3 }
+	l.P50us, l.P90us, l.P99us, l.P999us = q(0.50), q(0.90), q(0.99), q(0.999)
+	l.Maxus = float64(ns[len(ns)-1]) / 1e3
+	return l
+}
+
+// tableLatency runs loader, live and table as serve does, with live's
+// Event hook (called after the table applied each event) taking the delay
+// since the event's kernel timestamp, during one churn run.
+func (b *bench) tableLatency(ctx context.Context, churnCmd []string, order string, workers int) ViewLatency {
+	res := ViewLatency{Path: "table", Close: order, Workers: workers}
+	res.IdleBefore = b.waitQuiet(ctx)
+	tr, err := loader.New(loader.Config{Sockets: true})
+	if err != nil {
+		res.Error = err.Error()
+		return res
+	}
+	defer tr.Close()
+	sink := newLatencySink()
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var resyncs []string
+	lv, err := live.Start(runCtx, tr, table.New(), live.Options{
+		Event:  sink.Event,
+		Notify: func(msg string) { resyncs = append(resyncs, msg) },
+	})
+	if err != nil {
+		res.Error = fmt.Sprintf("live: %v", err)
+		return res
+	}
+	lv.TakeSeed()
+	st0, err := tr.Stats()
+	if err != nil {
+		res.Error = err.Error()
+		return res
+	}
+	cr, churnErr := b.churnWorkers(ctx, churnCmd, order, b.opts.duration, workers)
+	st1, err := tr.Stats()
+	cancel()
+	if werr := lv.Wait(); werr != nil && err == nil && ctx.Err() == nil {
+		err = fmt.Errorf("live: %w", werr)
+	}
+	if churnErr != nil {
+		err = churnErr
+	}
+	if err != nil {
+		res.Error = err.Error()
+		return res
+	}
+	res.Conns, res.Rate = cr.Conns, cr.Rate
+	res.Events, res.Lost = sink.events, st1.Lost()-st0.Lost()
+	res.Resyncs = lv.Resyncs()
+	if len(resyncs) > 0 {
+		b.note("latency to table (close=%s): %d resyncs, the first: %s", order, len(resyncs), resyncs[0])
+	}
+	res.Latency = quantiles(sink.samples)
+	b.logf("latency to table close=%s workers=%d: conns=%d events=%d lost=%d resyncs=%d p50=%.0fus p99=%.0fus max=%.0fus",
+		order, workers, res.Conns, res.Events, res.Lost, res.Resyncs, res.P50us, res.P99us, res.Maxus)
+	return res
+}
+
+// apiLatency starts serve, reads its /api/v1/events stream during one
+// churn run and takes, for each event line, the time it was read minus the
+// event's time (the agent's wall-clock rendering of the kernel timestamp).
+func (b *bench) apiLatency(ctx context.Context, churnCmd []string, order string, workers int) ViewLatency {
+	res := ViewLatency{Path: "api", Close: order, Workers: workers}
+	res.IdleBefore = b.waitQuiet(ctx)
+	tp, err := startServe(ctx, b.rep.Tools.Tcpscope, 60*time.Second)
+	if err != nil {
+		res.Error = err.Error()
+		return res
+	}
+	defer tp.stop()
+	m0, err := scrape(tp.addr)
+	if err != nil {
+		res.Error = err.Error()
+		return res
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	req, err := http.NewRequestWithContext(rctx, http.MethodGet, "http://"+tp.addr+"/api/v1/events", nil)
+	if err != nil {
+		res.Error = err.Error()
+		return res
+	}
+	// No client timeout: the stream lasts the run; the context ends it.
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		res.Error = err.Error()
+		return res
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		res.Error = fmt.Sprintf("GET /api/v1/events: HTTP %d", resp.StatusCode)
+		return res
+	}
+	type streamOut struct {
+		lat           []uint64
+		events, drops uint64
+		bad           int
+	}
+	done := make(chan streamOut, 1)
+	go func() {
+		var o streamOut
+		o.lat = make([]uint64, 0, 1<<20)
+		br := bufio.NewReaderSize(resp.Body, 1<<16)
+		for {
+			line, err := br.ReadSlice('\n')
+			now := time.Now()
+			if err != nil {
+				break
+			}
+			t, dropped, ok := streamLine(line)
+			switch {
+			case !ok:
+				o.bad++
+			case dropped > 0:
+				o.drops += dropped
+			default:
+				o.events++
+				if len(o.lat) < maxSamples {
+					o.lat = append(o.lat, uint64(max(0, now.Sub(t))))
+				}
+			}
+		}
+		done <- o
+	}()
+	cr, churnErr := b.churnWorkers(ctx, churnCmd, order, b.opts.duration, workers)
+	// Let the stream catch up before reading the counters and hanging up.
+	time.Sleep(200 * time.Millisecond)
+	m1, serr := scrape(tp.addr)
+	cancel()
+	o := <-done
+	if churnErr != nil {
+		res.Error = churnErr.Error()
+		return res
+	}
+	if serr != nil {
+		res.Error = serr.Error()
+		return res
+	}
+	res.Conns, res.Rate = cr.Conns, cr.Rate
+	res.Events, res.Dropped = o.events, o.drops
+	res.Lost = uint64(m1["tcpscope_lost_events_total"] - m0["tcpscope_lost_events_total"])
+	res.Resyncs = uint64(m1["tcpscope_resyncs_total"] - m0["tcpscope_resyncs_total"])
+	res.Latency = quantiles(o.lat)
+	if o.bad > 0 {
+		b.note("API latency: %d stream lines without a time", o.bad)
+	}
+	b.logf("latency to API close=%s workers=%d: conns=%d events=%d dropped=%d lost=%d p50=%.0fus p99=%.0fus max=%.0fus",
+		order, workers, res.Conns, res.Events, res.Dropped, res.Lost, res.P50us, res.P99us, res.Maxus)
+	return res
+}
+
+var (
+	timePrefix    = []byte(`{"time":"`)
+	droppedPrefix = []byte(`{"dropped":`)
+)
+
+// streamLine reads one line of the event stream: an event's time, or the
+// count of a {"dropped": N} line. Only the time is parsed, not the whole
+// object: the reader must keep up with the stream.
+func streamLine(line []byte) (t time.Time, dropped uint64, ok bool) {
+	if rest, found := bytes.CutPrefix(line, droppedPrefix); found {
+		n, err := strconv.ParseUint(string(bytes.TrimSpace(bytes.TrimRight(rest, "}\r\n "))), 10, 64)
+		if err != nil || n == 0 {
+			return t, 0, false
+		}
+		return t, n, true
+	}
+	rest, found := bytes.CutPrefix(line, timePrefix)
+	if !found {
+		return t, 0, false
+	}
+	i := bytes.IndexByte(rest, '"')
+	if i < 0 {
+		return t, 0, false
+	}
+	t, err := time.Parse(time.RFC3339Nano, string(rest[:i]))
+	if err != nil {
+		return t, 0, false
+	}
+	return t, 0, true
+}
