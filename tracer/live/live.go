@@ -6,6 +6,7 @@ package live
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -53,6 +54,8 @@ type Live struct {
 	lastSyncMono uint64
 	resync       chan string
 	resyncs      atomic.Uint64
+	skipped      atomic.Uint64   // namespaces walks could not enter
+	warned       map[uint32]bool // namespaces already reported skipped (walks run one at a time)
 	lastLost     atomic.Uint64
 	runErr       chan error
 	walkBuf      []event.Socket
@@ -80,6 +83,7 @@ func Start(ctx context.Context, src Source, tab *table.Table, opts Options) (*Li
 		resync: make(chan string, 1),
 		runErr: make(chan error, 1),
 		done:   make(chan struct{}),
+		warned: map[uint32]bool{},
 	}
 	if opts.OwnNetNSOnly {
 		ns, err := loader.OwnNetNS()
@@ -145,6 +149,10 @@ func (l *Live) sync(ctx context.Context) error {
 		walk = l.src.OwnSockets
 	}
 	snap, walked, err := walk(l.walkBuf[:0])
+	if pe, ok := errors.AsType[*loader.PartialWalkError](err); ok {
+		l.noteSkipped(pe)
+		err = nil // the walked set leaves the skipped namespaces' entries alone
+	}
 	if err != nil {
 		l.tab.EndSync(nil, mono, map[uint32]bool{}) // leave sync mode, change nothing
 		return err
@@ -164,6 +172,25 @@ func (l *Live) sync(ctx context.Context) error {
 	}
 	return nil
 }
+
+// noteSkipped counts namespaces a walk could not enter and says so once per
+// namespace, so a namespace that stays unreachable (no CAP_SYS_ADMIN) does
+// not repeat its line at every resync.
+func (l *Live) noteSkipped(pe *loader.PartialWalkError) {
+	l.skipped.Add(uint64(len(pe.Skipped)))
+	for _, s := range pe.Skipped {
+		if l.warned[s.Inode] {
+			continue
+		}
+		l.warned[s.Inode] = true
+		if l.opts.Notify != nil {
+			l.opts.Notify(fmt.Sprintf("network namespace %d (%s) not walked, its sockets are known from events only: %v", s.Inode, s.Path, s.Err))
+		}
+	}
+}
+
+// SkippedWalks counts namespaces that a seed or resync walk had to skip.
+func (l *Live) SkippedWalks() uint64 { return l.skipped.Load() }
 
 func (l *Live) resyncLoop(ctx context.Context) {
 	defer l.wg.Done()
