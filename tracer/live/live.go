@@ -8,6 +8,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -173,20 +175,34 @@ func (l *Live) sync(ctx context.Context) error {
 	return nil
 }
 
-// noteSkipped counts namespaces a walk could not enter and says so once per
-// namespace, so a namespace that stays unreachable (no CAP_SYS_ADMIN) does
-// not repeat its line at every resync.
+// noteSkipped counts namespaces a walk could not enter and reports the new
+// ones in one line, so that a namespace that stays unreachable (no
+// CAP_SYS_ADMIN) is not repeated at every resync, and a host with a hundred
+// of them gets one line, not a hundred.
 func (l *Live) noteSkipped(pe *loader.PartialWalkError) {
 	l.skipped.Add(uint64(len(pe.Skipped)))
+	var fresh []string
 	for _, s := range pe.Skipped {
 		if l.warned[s.Inode] {
 			continue
 		}
 		l.warned[s.Inode] = true
-		if l.opts.Notify != nil {
-			l.opts.Notify(fmt.Sprintf("network namespace %d (%s) not walked, its sockets are known from events only: %v", s.Inode, s.Path, s.Err))
+		if len(fresh) < 3 {
+			fresh = append(fresh, s.Err.Error())
+		} else {
+			fresh = append(fresh, "")
 		}
 	}
+	if len(fresh) == 0 || l.opts.Notify == nil {
+		return
+	}
+	shown := slices.DeleteFunc(slices.Clone(fresh), func(s string) bool { return s == "" })
+	more := ""
+	if n := len(fresh) - len(shown); n > 0 {
+		more = fmt.Sprintf("; and %d more", n)
+	}
+	l.opts.Notify(fmt.Sprintf("%d network namespaces not walked, their sockets are known from events only: %s%s",
+		len(fresh), strings.Join(shown, "; "), more))
 }
 
 // SkippedWalks counts namespaces that a seed or resync walk had to skip.
