@@ -188,7 +188,7 @@ func (l *Live) noteSkipped(pe *loader.PartialWalkError) {
 		}
 		l.warned[s.Inode] = true
 		if len(fresh) < 3 {
-			fresh = append(fresh, s.Err.Error())
+			fresh = append(fresh, fmt.Sprintf("%v (inode %d)", s.Err, s.Inode))
 		} else {
 			fresh = append(fresh, "")
 		}

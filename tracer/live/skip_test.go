@@ -110,8 +110,11 @@ func TestSkipUnwalkableNamespace(t *testing.T) {
 				n++
 			}
 		}
-		if n != 1 {
-			t.Errorf("%d notes about %s not walked, want exactly 1; notes: %q", n, p, notes)
+		// A resync that listed namespaces just before the bind mount finds
+		// the namespace's own inode at the path, one after it the file's:
+		// two namespaces to the walk, each reported once.
+		if maxN := map[bool]int{true: 1, false: 2}[p == pending]; n < 1 || n > maxN {
+			t.Errorf("%d notes about %s not walked, want 1 to %d; notes: %q", n, p, maxN, notes)
 		}
 	}
 	for _, m := range notes {
