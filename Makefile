@@ -60,6 +60,7 @@ fuzz: ## run each fuzz target for FUZZTIME (default 10s)
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./tracer/event
 	$(GO) test -run '^$$' -fuzz '^FuzzAppend$$' -fuzztime $(FUZZTIME) ./tracer/termsafe
 	$(GO) test -run '^$$' -fuzz '^FuzzNetstatFlags$$' -fuzztime $(FUZZTIME) ./cmd/tcpscope
+	$(GO) test -run '^$$' -fuzz '^FuzzQuery$$' -fuzztime $(FUZZTIME) ./tracer/api
 
 bench: deps build ## Go benchmarks and the churn report against peers (root): out/bench.md
 	$(GO) test -run '^$$' -bench . -benchmem ./tracer/event ./tracer/output ./tracer/table ./tracer/topview ./tracer/netstat
