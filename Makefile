@@ -9,10 +9,12 @@ APT_NEEDS := clang-14:clang-14 llvm-strip-14:llvm-14 /usr/include/bpf/bpf_helper
 	/usr/include/x86_64-linux-gnu/asm/types.h:linux-libc-dev bpftool:bpftool ss:iproute2 \
 	netstat:net-tools bpftrace:bpftrace tmux:tmux promtool:prometheus
 FUZZTIME ?= 10s
+# make soak: how long (at least 2m; minute 1 is the baseline)
+SOAK ?= 10m
 # e.g. BENCH_ARGS="-wait-quiet 30s" on a shared machine
 BENCH_ARGS ?=
 
-.PHONY: help build run generate check-generate deps lint test test-unit fuzz bench clean
+.PHONY: help build run generate check-generate deps lint test test-unit fuzz bench soak clean
 
 help: ## list the documented targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-z-]+:.*## /{printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -68,6 +70,9 @@ bench: deps build ## Go benchmarks and the churn report against peers (root): ou
 	$(GO) build -o bin/tcpchurn ./cmd/tcpchurn
 	$(GO) build -o bin/tcpscope-bench ./cmd/tcpscope-bench
 	./bin/tcpscope-bench -tcpscope $(BIN) -tcpchurn bin/tcpchurn -out out/bench.md $(BENCH_ARGS)
+
+soak: deps ## serve under churn, held connections and clients for SOAK (10m): ss agrees, no heap/goroutine/fd growth (root)
+	TCPSCOPE_SOAK=$(SOAK) $(GO) test -count=1 -v -timeout 0 -run '^TestSoak$$' ./cmd/tcpscope
 
 clean: ## remove build output
 	rm -rf bin out
