@@ -9,10 +9,12 @@ APT_NEEDS := clang-14:clang-14 llvm-strip-14:llvm-14 /usr/include/bpf/bpf_helper
 	/usr/include/x86_64-linux-gnu/asm/types.h:linux-libc-dev bpftool:bpftool ss:iproute2 \
 	netstat:net-tools bpftrace:bpftrace tmux:tmux promtool:prometheus
 FUZZTIME ?= 10s
+# make soak: how long (at least 2m; minute 1 is the baseline)
+SOAK ?= 10m
 # e.g. BENCH_ARGS="-wait-quiet 30s" on a shared machine
 BENCH_ARGS ?=
 
-.PHONY: help build run generate check-generate deps lint test test-unit fuzz bench clean
+.PHONY: help build run generate check-generate deps lint test test-unit fuzz bench soak pressure clean
 
 help: ## list the documented targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-z-]+:.*## /{printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -47,6 +49,7 @@ deps: ## install missing Debian packages and Go modules (root)
 lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); [ -z "$$out" ] || { echo "gofmt needed: $$out"; exit 1; }
 	$(GO) vet ./...
+	$(GO) vet -tags pressure ./cmd/tcpscope
 
 test: deps check-generate lint ## everything CI runs: generated files, lint, all tests (root: real BPF), short fuzzing
 	$(GO) test -count=1 ./...
@@ -61,6 +64,7 @@ fuzz: ## run each fuzz target for FUZZTIME (default 10s)
 	$(GO) test -run '^$$' -fuzz '^FuzzAppend$$' -fuzztime $(FUZZTIME) ./tracer/termsafe
 	$(GO) test -run '^$$' -fuzz '^FuzzNetstatFlags$$' -fuzztime $(FUZZTIME) ./cmd/tcpscope
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeJSON$$' -fuzztime $(FUZZTIME) ./tracer/netstat
+	$(GO) test -run '^$$' -fuzz '^FuzzQuery$$' -fuzztime $(FUZZTIME) ./tracer/api
 
 bench: deps build ## Go benchmarks and the churn report against peers (root): out/bench.md
 	mkdir -p out
@@ -69,6 +73,12 @@ bench: deps build ## Go benchmarks and the churn report against peers (root): ou
 	$(GO) build -o bin/tcpchurn ./cmd/tcpchurn
 	$(GO) build -o bin/tcpscope-bench ./cmd/tcpscope-bench
 	./bin/tcpscope-bench -tcpscope $(BIN) -tcpchurn bin/tcpchurn -gobench out/gobench.txt -out out/bench.md $(BENCH_ARGS)
+
+soak: deps ## serve under churn, held connections and clients for SOAK (10m): ss agrees, no heap/goroutine/fd growth (root)
+	TCPSCOPE_SOAK=$(SOAK) $(GO) test -tags pressure -count=1 -v -timeout 0 -run '^TestSoak$$' ./cmd/tcpscope
+
+pressure: deps ## the API burst test (fails today: events lost under 50 concurrent clients; see README) (root)
+	$(GO) test -tags pressure -count=1 -v -run '^TestServeBurst$$' ./cmd/tcpscope
 
 clean: ## remove build output
 	rm -rf bin out

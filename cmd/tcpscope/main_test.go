@@ -100,6 +100,33 @@ func TestUsageErrors(t *testing.T) {
 		{"life", "-4", "-6"},
 		{"life", "--laddr", "not-an-ip"},
 		{"life", "--ring-size", "3M"},
+		// Bad durations, addresses and ports, every command that takes one.
+		{"trace", "--port", "80x"},
+		{"trace", "--netns", "abc"},
+		{"life", "--port", "99999"},
+		{"life", "--raddr", "1.2.3"},
+		{"life", "--netns", "-5"},
+		{"netstat", "--sort", "bogus"},
+		{"netstat", "-ant", "--state", "nope"},
+		{"netstat", "--ring-size", "0"},
+		{"closewait", "--interval", "5"},
+		{"closewait", "--min-age", "1x"},
+		{"timewait", "--interval", "-1s"},
+		{"timewait", "--interval", "5"},
+		{"timewait", "--warn", "x"},
+		{"top", "--interval", "0"},
+		{"top", "-d", "soon"},
+		{"top", "--netns", "no-such-namespace"},
+		{"top", "--rows", "-1"},
+		{"top", "--state", "bogus"},
+		{"serve", "--listen", "nohost"},
+		{"serve", "--listen", ""},
+		{"serve", "--listen", "127.0.0.1:99999"},
+		{"serve", "--listen", "127.0.0.1:http-ish"},
+		{"serve", "--listen", "999.1.1.1:80"},
+		{"serve", "--shutdown-timeout", "-1s"},
+		{"serve", "--shutdown-timeout", "soon"},
+		{"serve", "--ring-size", "3M"},
 		{},
 	} {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
@@ -126,26 +153,54 @@ func TestHelpAndVersion(t *testing.T) {
 	}
 }
 
-func TestNoPrivileges(t *testing.T) {
-	needRoot(t) // to drop them
-	cmd := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", binary, "trace")
-	r := runCLI(t, cmd)
-	if r.code != exitPrivileges {
-		t.Errorf("exit %d, want %d; stderr:\n%s", r.code, exitPrivileges, r.stderr)
+// Each command that loads BPF, as a user would run it once.
+var loadingCommands = [][]string{
+	{"trace"}, {"netstat", "-ant"}, {"closewait"}, {"timewait"}, {"life"},
+	{"top", "--batch", "-n", "1"}, {"serve", "--listen", "127.0.0.1:0"},
+}
+
+// oneErrorLine checks that stderr holds exactly one "tcpscope: " line
+// containing want; serve's structured log lines (level=...) may precede it.
+func oneErrorLine(t *testing.T, r result, want string) {
+	t.Helper()
+	var errs []string
+	for _, l := range strings.Split(strings.TrimSpace(r.stderr), "\n") {
+		if strings.HasPrefix(l, "time=") && strings.Contains(l, " level=") {
+			continue
+		}
+		errs = append(errs, l)
 	}
-	if !strings.Contains(r.stderr, "CAP_BPF") || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
-		t.Errorf("want one line naming CAP_BPF, got:\n%s", r.stderr)
+	if len(errs) != 1 || !strings.HasPrefix(errs[0], "tcpscope: ") || !strings.Contains(errs[0], want) {
+		t.Errorf("want one line naming %s, got:\n%s", want, r.stderr)
 	}
 	noStackTrace(t, r)
 }
 
+func TestNoPrivileges(t *testing.T) {
+	needRoot(t) // to drop them
+	for _, args := range loadingCommands {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			cmd := exec.Command("setpriv", append([]string{"--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", binary}, args...)...)
+			r := runCLI(t, cmd)
+			if r.code != exitPrivileges {
+				t.Errorf("exit %d, want %d; stderr:\n%s", r.code, exitPrivileges, r.stderr)
+			}
+			oneErrorLine(t, r, "CAP_BPF")
+		})
+	}
+}
+
 func TestMissingBTF(t *testing.T) {
 	needRoot(t)
-	r := runCLI(t, exec.Command(binary, "trace", "--btf", "/nonexistent/vmlinux"))
-	if r.code != exitUnsupported || !strings.Contains(r.stderr, "BTF") {
-		t.Errorf("exit %d, want %d; stderr:\n%s", r.code, exitUnsupported, r.stderr)
+	for _, args := range loadingCommands {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			r := runCLI(t, exec.Command(binary, append(args, "--btf", "/nonexistent/vmlinux")...))
+			if r.code != exitUnsupported {
+				t.Errorf("exit %d, want %d; stderr:\n%s", r.code, exitUnsupported, r.stderr)
+			}
+			oneErrorLine(t, r, "BTF")
+		})
 	}
-	noStackTrace(t, r)
 }
 
 // startTrace runs `tcpscope trace ARGS` and waits until it is attached.

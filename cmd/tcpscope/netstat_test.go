@@ -57,6 +57,7 @@ func init() {
 //	dialnb ADDR            -> ok ID   (non-blocking IPv4 connect, left pending)
 //	accept ID              -> ok ID REMOTEPORT
 //	close ID | linger0 ID | shutdown ID | waiteof ID | exit
+//	rename HEX             -> ok   (every thread's comm set to the hex-decoded name)
 func nstChildMain() {
 	socks := map[int]any{}
 	next := 1
@@ -154,6 +155,8 @@ func nstChildMain() {
 					err = nil // an RST ends it too
 				}
 			}
+		case "rename": // rename HEX: every thread's comm, as prctl(PR_SET_NAME) sets it
+			err = renameThreads(f[1])
 		default:
 			err = fmt.Errorf("unknown command %q", f[0])
 		}

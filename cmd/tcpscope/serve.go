@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -91,6 +93,24 @@ func (e addrInUseError) Error() string {
 	return fmt.Sprintf("listen %s: address already in use (is another tcpscope serve running?)", e.addr)
 }
 
+// checkListen rejects a --listen value that cannot be an address before
+// anything is loaded: an empty one would listen on every interface.
+func checkListen(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return usagef("--listen %q: want host:port (e.g. 127.0.0.1:9477)", addr)
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return usagef("--listen %q: port %q: want a number from 0 to 65535", addr, port)
+	}
+	// A dotted quad that does not parse is a typo, not a host name: say so
+	// without asking DNS (which may be slow or absent).
+	if host != "" && strings.Trim(host, "0123456789.") == "" && net.ParseIP(host) == nil {
+		return usagef("--listen %q: %q is not an IPv4 address", addr, host)
+	}
+	return nil
+}
+
 // runServe runs the agent until ctx ends or SIGTERM. listening, if set,
 // receives the bound address once the server accepts connections (tests).
 func runServe(ctx context.Context, f serveFlags, stderr io.Writer, listening func(net.Addr)) error {
@@ -116,6 +136,12 @@ func runServe(ctx context.Context, f serveFlags, stderr io.Writer, listening fun
 	default:
 		return usagef("--log.format %q: want text or json", f.logFormat)
 	}
+	if err := checkListen(f.listen); err != nil {
+		return err
+	}
+	if f.shutdownTimeout <= 0 {
+		return usagef("--shutdown-timeout %v: want a positive duration", f.shutdownTimeout)
+	}
 	log := slog.New(handler)
 	secured, err := webConfigSecured(f.webConfig)
 	if err != nil {
@@ -128,6 +154,9 @@ func runServe(ctx context.Context, f serveFlags, stderr io.Writer, listening fun
 	if err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
 			return addrInUseError{f.listen}
+		}
+		if dnsErr, ok := errors.AsType[*net.DNSError](err); ok && dnsErr.IsNotFound {
+			return usagef("--listen %q: no such host", f.listen)
 		}
 		return fmt.Errorf("listen: %w", err)
 	}

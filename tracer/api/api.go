@@ -27,6 +27,7 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -358,6 +359,9 @@ func (a *API) sockets(w http.ResponseWriter, r *http.Request) {
 func (a *API) walk(w Walker, netns uint32) ([]event.Socket, error) {
 	if netns == 0 {
 		socks, _, err := w.AllSockets(nil)
+		if _, ok := errors.AsType[*loader.PartialWalkError](err); ok {
+			err = nil // the namespaces it could walk; the agent logged the rest at seed
+		}
 		return socks, err
 	}
 	nss, err := a.opts.Namespaces()

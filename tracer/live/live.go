@@ -6,7 +6,10 @@ package live
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,6 +56,8 @@ type Live struct {
 	lastSyncMono uint64
 	resync       chan string
 	resyncs      atomic.Uint64
+	skipped      atomic.Uint64   // namespaces walks could not enter
+	warned       map[uint32]bool // namespaces already reported skipped (walks run one at a time)
 	lastLost     atomic.Uint64
 	runErr       chan error
 	walkBuf      []event.Socket
@@ -80,6 +85,7 @@ func Start(ctx context.Context, src Source, tab *table.Table, opts Options) (*Li
 		resync: make(chan string, 1),
 		runErr: make(chan error, 1),
 		done:   make(chan struct{}),
+		warned: map[uint32]bool{},
 	}
 	if opts.OwnNetNSOnly {
 		ns, err := loader.OwnNetNS()
@@ -145,6 +151,10 @@ func (l *Live) sync(ctx context.Context) error {
 		walk = l.src.OwnSockets
 	}
 	snap, walked, err := walk(l.walkBuf[:0])
+	if pe, ok := errors.AsType[*loader.PartialWalkError](err); ok {
+		l.noteSkipped(pe)
+		err = nil // the walked set leaves the skipped namespaces' entries alone
+	}
 	if err != nil {
 		l.tab.EndSync(nil, mono, map[uint32]bool{}) // leave sync mode, change nothing
 		return err
@@ -164,6 +174,39 @@ func (l *Live) sync(ctx context.Context) error {
 	}
 	return nil
 }
+
+// noteSkipped counts namespaces a walk could not enter and reports the new
+// ones in one line, so that a namespace that stays unreachable (no
+// CAP_SYS_ADMIN) is not repeated at every resync, and a host with a hundred
+// of them gets one line, not a hundred.
+func (l *Live) noteSkipped(pe *loader.PartialWalkError) {
+	l.skipped.Add(uint64(len(pe.Skipped)))
+	var fresh []string
+	for _, s := range pe.Skipped {
+		if l.warned[s.Inode] {
+			continue
+		}
+		l.warned[s.Inode] = true
+		if len(fresh) < 3 {
+			fresh = append(fresh, fmt.Sprintf("%v (inode %d)", s.Err, s.Inode))
+		} else {
+			fresh = append(fresh, "")
+		}
+	}
+	if len(fresh) == 0 || l.opts.Notify == nil {
+		return
+	}
+	shown := slices.DeleteFunc(slices.Clone(fresh), func(s string) bool { return s == "" })
+	more := ""
+	if n := len(fresh) - len(shown); n > 0 {
+		more = fmt.Sprintf("; and %d more", n)
+	}
+	l.opts.Notify(fmt.Sprintf("%d network namespaces not walked, their sockets are known from events only: %s%s",
+		len(fresh), strings.Join(shown, "; "), more))
+}
+
+// SkippedWalks counts namespaces that a seed or resync walk had to skip.
+func (l *Live) SkippedWalks() uint64 { return l.skipped.Load() }
 
 func (l *Live) resyncLoop(ctx context.Context) {
 	defer l.wg.Done()

@@ -65,7 +65,7 @@ func openIn(it *link.Iter, nsFD int) (io.ReadCloser, error) {
 	self, err := os.Open("/proc/thread-self/ns/net")
 	if err != nil {
 		runtime.UnlockOSThread()
-		return nil, err
+		return nil, fmt.Errorf("%w: %v", errThread, err)
 	}
 	defer self.Close()
 	if err := unix.Setns(nsFD, unix.CLONE_NEWNET); err != nil {
@@ -84,7 +84,7 @@ func openIn(it *link.Iter, nsFD int) (io.ReadCloser, error) {
 		if rd != nil {
 			rd.Close()
 		}
-		return nil, fmt.Errorf("return to own network namespace: %w", err)
+		return nil, fmt.Errorf("%w: return to own network namespace: %v", errThread, err)
 	}
 	runtime.UnlockOSThread()
 	return rd, openErr
@@ -132,28 +132,78 @@ func Namespaces() ([]Namespace, error) {
 	return out, nil
 }
 
+// SkippedNamespace is a network namespace a walk could not enter or read.
+type SkippedNamespace struct {
+	Namespace
+	Err error
+}
+
+// PartialWalkError is returned by AllSockets, with its sockets and walked
+// set still valid, when some namespaces could not be walked: without
+// CAP_SYS_ADMIN setns fails with EPERM, `ip netns add` creates its
+// /run/netns file a moment before it mounts the namespace there, and a
+// namespace can die between listing and entering it. One such namespace must
+// not cost the others their walk; the caller keeps what it knew of the
+// skipped ones (they are not in the walked set).
+type PartialWalkError struct {
+	Skipped []SkippedNamespace
+}
+
+func (e *PartialWalkError) Error() string {
+	parts := make([]string, len(e.Skipped))
+	for i, s := range e.Skipped {
+		parts[i] = fmt.Sprintf("%s (netns %d): %v", s.Path, s.Inode, s.Err)
+	}
+	return fmt.Sprintf("%d network namespaces not walked: %s", len(e.Skipped), strings.Join(parts, "; "))
+}
+
+// errThread marks a failure that is not the target namespace's fault.
+var errThread = errors.New("walking thread")
+
 // AllSockets walks every reachable network namespace. It returns the
-// sockets and the inodes of the namespaces it walked; namespaces that
-// vanished during the walk are skipped.
+// sockets and the inodes of the namespaces it walked. A namespace that
+// vanished during the walk is skipped silently; one that could not be
+// entered or read is skipped and reported in a *PartialWalkError (the
+// results are still valid). Other errors (the caller's own namespace, the
+// iterator itself) abort the walk.
 func (t *Tracer) AllSockets(dst []event.Socket) ([]event.Socket, map[uint32]bool, error) {
 	nss, err := Namespaces()
 	if err != nil {
 		return dst, nil, err
 	}
+	if _, err := t.tcpIter(); err != nil {
+		return dst, nil, err
+	}
 	walked := map[uint32]bool{}
+	var partial *PartialWalkError
 	for _, ns := range nss {
 		if ns.Path == "" {
-			dst, err = t.Sockets(dst)
-		} else {
-			dst, err = t.SocketsIn(ns.Path, dst)
-		}
-		if err != nil {
-			if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH) {
-				continue
+			if dst, err = t.Sockets(dst); err != nil {
+				return dst, walked, err
 			}
-			return dst, walked, err
+			walked[ns.Inode] = true
+			continue
+		}
+		before := len(dst)
+		if dst, err = t.SocketsIn(ns.Path, dst); err != nil {
+			dst = dst[:before] // nothing half-read of a skipped namespace
+			switch {
+			case errors.Is(err, errThread):
+				return dst, walked, err
+			case errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH):
+				// Gone: nothing left to show or keep.
+			default:
+				if partial == nil {
+					partial = &PartialWalkError{}
+				}
+				partial.Skipped = append(partial.Skipped, SkippedNamespace{ns, err})
+			}
+			continue
 		}
 		walked[ns.Inode] = true
+	}
+	if partial != nil {
+		return dst, walked, partial
 	}
 	return dst, walked, nil
 }
