@@ -70,11 +70,10 @@ func openIn(it *link.Iter, nsFD int) (io.ReadCloser, error) {
 	defer self.Close()
 	if err := unix.Setns(nsFD, unix.CLONE_NEWNET); err != nil {
 		runtime.UnlockOSThread()
-		if errors.Is(err, unix.EINVAL) {
-			// The file is no namespace (any more): `ip netns del` between
-			// the listing and the walk leaves an empty file at its path.
-			return nil, fmt.Errorf("setns: %w: %w", err, os.ErrNotExist)
-		}
+		// EINVAL: the file is no namespace (yet, or any more: `ip netns`
+		// leaves an empty file while it adds or deletes one). AllSockets
+		// skips such a namespace and reports it, like any other it cannot
+		// enter.
 		return nil, fmt.Errorf("setns: %w", err)
 	}
 	rd, openErr := it.Open()
