@@ -244,30 +244,9 @@ func attached(pid int) bool {
 func TestTraceJSONLive(t *testing.T) {
 	needRoot(t)
 	// Filter on a port picked first so only this test's sockets show.
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
+	port := freePort(t)
 	cmd, out, stderr := startTrace(t, "--json", "--port", fmt.Sprint(port))
-
-	ln, err = net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := net.Dial("tcp4", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.Close()
-	time.Sleep(10 * time.Millisecond)
-	s.Close()
-	ln.Close()
+	oneConnection(t, port)
 
 	// Listener 2 + client 5 + server 5 transitions, each read as soon as it
 	// is printed: the output must be flushed live, not at exit.
