@@ -112,6 +112,7 @@ func Start(ctx context.Context, src Source, tab *table.Table, opts Options) (*Li
 	l.seeding.Store(false)
 	l.wg.Add(1)
 	go l.resyncLoop(ctx)
+	l.wg.Go(func() { l.overdueLoop(ctx) })
 	return l, nil
 }
 
@@ -207,6 +208,29 @@ func (l *Live) noteSkipped(pe *loader.PartialWalkError) {
 
 // SkippedWalks counts namespaces that a seed or resync walk had to skip.
 func (l *Live) SkippedWalks() uint64 { return l.skipped.Load() }
+
+// overdueGrace is how long past its kernel timer's deadline a timewait or
+// request entry may stay without the stop event before it is dropped.
+const overdueGrace = 250 * time.Millisecond
+
+// overdueLoop drops timewait and request entries whose timer fired without
+// the tracer seeing its stop (table.DropOverdue): the kernel freed them on its
+// own schedule, so the table does too, rather than keep a ghost until the next
+// resync. The deadlines come from the kernel's own timers.
+func (l *Live) overdueLoop(ctx context.Context) {
+	tick := time.NewTicker(overdueGrace)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			if !l.seeding.Load() {
+				l.tab.DropOverdue(ktime.Now(), uint64(overdueGrace))
+			}
+		}
+	}
+}
 
 func (l *Live) resyncLoop(ctx context.Context) {
 	defer l.wg.Done()

@@ -200,6 +200,7 @@ type Stats struct {
 	Absorbed   uint64 // full socket -> CLOSE handed over to a timewait entry
 	Rearms     uint64 // timewait/request timer re-arms recognised
 	Invalid    uint64 // events with an unknown kind or state, ignored
+	Overdue    uint64 // timewait/request entries dropped after their timer's deadline passed without a stop
 	Resyncs    uint64 // EndSync calls, the first seed included
 	LastSync   SyncResult
 }
@@ -627,4 +628,35 @@ func (t *Table) publish() {
 	case t.changed <- struct{}{}:
 	default:
 	}
+}
+
+// DropOverdue removes the timewait and request entries whose kernel timer
+// (Expires) passed more than grace before now (CLOCK_MONOTONIC) with no stop
+// event: the kernel has freed them, so the stop was missed (a timer firing
+// the tracer could not see). It counts them in Stats.Overdue and returns how
+// many it dropped. It walks only the three states such entries can be in.
+func (t *Table) DropOverdue(now, grace uint64) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := 0
+	for _, st := range []event.State{event.TimeWait, event.FinWait2, event.SynRecv} {
+		for s := t.heads[st]; s != nilSlot; {
+			slot := uint32(s)
+			en := t.at(slot)
+			s = en.next
+			if en.kind == event.FullSocket || en.expires == 0 || en.expires+grace >= now {
+				continue
+			}
+			from := en.state
+			if en.kind == event.RequestSocket {
+				from = event.NewSynRecv
+			}
+			t.trans[from][event.Close]++
+			t.remove(slot, en, nil)
+			n++
+		}
+	}
+	t.stats.Overdue += uint64(n)
+	t.publish()
+	return n
 }

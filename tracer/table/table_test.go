@@ -1,6 +1,8 @@
 package table
 
 import (
+	"time"
+
 	"math/rand/v2"
 	"net/netip"
 	"testing"
@@ -509,5 +511,41 @@ func TestConcurrentReaders(t *testing.T) {
 	}
 	close(done)
 	<-readers
+	check(t, tb)
+}
+
+// DropOverdue: a timewait or request entry whose timer deadline passed
+// (plus grace) without a stop leaves the table, counted; one still within
+// its deadline, and full sockets, stay.
+func TestDropOverdue(t *testing.T) {
+	tb := New()
+	const sec = uint64(time.Second)
+	for _, e := range []event.Event{
+		tr(1, 1, CL, SS), tr(1, 2, SS, E), // full socket: never overdue
+		twStart(2, 10, TW),     // timer fires at 10 + 60 s
+		twStart(3, 20*sec, TW), // fires at 80 s
+		rqStart(0xabc, 10),     // fires at 10 + 1 s
+	} {
+		tb.Apply(&e)
+	}
+	if n := tb.DropOverdue(30*sec, sec/4); n != 1 {
+		t.Fatalf("at 30 s dropped %d, want the request socket only", n)
+	}
+	if n := tb.DropOverdue(60*sec, sec/4); n != 0 {
+		t.Fatalf("at 60 s (deadline 60 s + 10 ns, grace 250 ms) dropped %d, want 0", n)
+	}
+	if n := tb.DropOverdue(61*sec, sec/4); n != 1 {
+		t.Fatalf("at 61 s dropped %d, want 1", n)
+	}
+	c := tb.Counts()
+	if c[TW] != 1 || c[E] != 1 || tb.Len() != 2 {
+		t.Fatalf("left %v (len %d), want one TIME_WAIT and the full socket", c, tb.Len())
+	}
+	if st := tb.Stats(); st.Overdue != 2 {
+		t.Fatalf("Overdue %d, want 2", st.Overdue)
+	}
+	if m := tb.Transitions(); m[TW][CL] != 1 || m[event.NewSynRecv][CL] != 1 {
+		t.Fatalf("matrix TW->CLOSE %d, NEW_SYN_RECV->CLOSE %d, want 1 and 1", m[TW][CL], m[event.NewSynRecv][CL])
+	}
 	check(t, tb)
 }
