@@ -210,15 +210,18 @@ func (l *Live) noteSkipped(pe *loader.PartialWalkError) {
 func (l *Live) SkippedWalks() uint64 { return l.skipped.Load() }
 
 // overdueGrace is how long past its kernel timer's deadline a timewait or
-// request entry may stay without the stop event before it is dropped.
-const overdueGrace = 250 * time.Millisecond
+// request entry may stay without the stop event before it is dropped. The
+// timer wheel fires a timer of 16 s to 131 s up to 2.05 s late (512 jiffies
+// at HZ=250; measured here: 1.8 s for TIME_WAIT), so less would drop live
+// sockets; longer timers (tcp_fin_timeout over 131 s) can be later still.
+const overdueGrace = 5 * time.Second
 
 // overdueLoop drops timewait and request entries whose timer fired without
 // the tracer seeing its stop (table.DropOverdue): the kernel freed them on its
 // own schedule, so the table does too, rather than keep a ghost until the next
 // resync. The deadlines come from the kernel's own timers.
 func (l *Live) overdueLoop(ctx context.Context) {
-	tick := time.NewTicker(overdueGrace)
+	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
 		select {
