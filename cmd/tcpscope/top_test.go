@@ -207,9 +207,7 @@ func TestTopTerminal(t *testing.T) {
 	const est, cw, tw = 5, 3, 2
 	srv, port, cws := topWorkload(t, ns, est, cw, tw)
 	want := map[string]int{"LISTEN": 1, "ESTABLISHED": 2 * est, "CLOSE_WAIT": cw, "FIN_WAIT2": cw, "TIME_WAIT": tw}
-	if got := ssCounts(t, ns); !sameCounts(got, want) {
-		t.Fatalf("ss in %s: %v, want %v (the workload did not build)", ns, got, want)
-	}
+	settled(t, ns, want)
 
 	tm := startTmux(t, 80, 24, binary, "top", "--netns", ns)
 	var counts map[string]int
@@ -354,9 +352,7 @@ func TestTopPlain(t *testing.T) {
 	const est, cw, tw = 3, 2, 2
 	srv, port, _ := topWorkload(t, ns, est, cw, tw)
 	want := map[string]int{"LISTEN": 1, "ESTABLISHED": 2 * est, "CLOSE_WAIT": cw, "FIN_WAIT2": cw, "TIME_WAIT": tw}
-	if got := ssCounts(t, ns); !sameCounts(got, want) {
-		t.Fatalf("ss: %v, want %v", got, want)
-	}
+	settled(t, ns, want)
 
 	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
 		t.Run(sig.String(), func(t *testing.T) {
@@ -448,4 +444,17 @@ func TestTopUsageErrors(t *testing.T) {
 		}
 		noStackTrace(t, r)
 	}
+}
+
+// settled waits (bounded) until ss shows want in ns: the last ACKs of a
+// workload (FIN_WAIT1 -> FIN_WAIT2) may still be in flight when it returns.
+func settled(t *testing.T, ns string, want map[string]int) {
+	t.Helper()
+	var got map[string]int
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if got = ssCounts(t, ns); sameCounts(got, want) {
+			return
+		}
+	}
+	t.Fatalf("ss in %s: %v, want %v (the workload did not build)", ns, got, want)
 }
