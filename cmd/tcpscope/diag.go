@@ -83,12 +83,9 @@ func startTable(ctx context.Context, f tableFlags, stderr io.Writer, hook func(o
 			return nil, err
 		}
 	}
-	lt.tr, err = loader.New(loader.Config{RingBytes: ring, BTFPath: f.btf, Sockets: true})
+	lt.tr, err = loadTracer(stderr, loader.Config{RingBytes: ring, BTFPath: f.btf, Sockets: true})
 	if err != nil {
 		return nil, err
-	}
-	for _, w := range lt.tr.Warnings() {
-		fmt.Fprintf(stderr, "tcpscope: warning: %s\n", w)
 	}
 	lt.tab = table.New()
 	if hook != nil {
@@ -506,15 +503,12 @@ func runLife(ctx context.Context, f traceFlags, stdout, stderr io.Writer) error 
 	// Only the per-socket criteria go to the kernel: the owner changes from
 	// the listener's to the acceptor's during a connection, and the
 	// connection's first transition must not be filtered away.
-	tr, err := loader.New(loader.Config{RingBytes: ring, BTFPath: f.btf, Resets: true,
+	tr, err := loadTracer(stderr, loader.Config{RingBytes: ring, BTFPath: f.btf, Resets: true,
 		Filter: loader.KernelFilter{Port: spec.Port, Family: spec.Family, NetNS: spec.NetNS}})
 	if err != nil {
 		return err
 	}
 	defer tr.Close()
-	for _, w := range tr.Warnings() {
-		fmt.Fprintf(stderr, "tcpscope: warning: %s\n", w)
-	}
 	ctx, cancel := commandContext(ctx, stdout, true)
 	defer cancel()
 	format := output.Text

@@ -5,6 +5,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"runtime/pprof"
 
@@ -130,4 +131,17 @@ each socket and how long it spent in its previous state.`,
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.AddCommand(newTraceCommand(), newNetstatCommand(), newCloseWaitCommand(), newTimeWaitCommand(), newLifeCommand(), newTopCommand(), newServeCommand())
 	return root
+}
+
+// loadTracer loads and attaches the BPF programs (loader.New) and tells
+// stderr about the features the kernel or system turned off.
+func loadTracer(stderr io.Writer, cfg loader.Config) (*loader.Tracer, error) {
+	tr, err := loader.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range tr.Warnings() {
+		fmt.Fprintf(stderr, "tcpscope: warning: %s\n", w)
+	}
+	return tr, nil
 }

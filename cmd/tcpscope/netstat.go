@@ -197,7 +197,7 @@ func runNetstat(ctx context.Context, f netstatFlags, stdout, stderr io.Writer) e
 	ctx, cancel := commandContext(ctx, stdout, f.continuous)
 	defer cancel()
 
-	tr, err := loader.New(loader.Config{RingBytes: ring, BTFPath: f.btf, Sockets: true, Owners: f.ownerSeed(v),
+	tr, err := loadTracer(stderr, loader.Config{RingBytes: ring, BTFPath: f.btf, Sockets: true, Owners: f.ownerSeed(v),
 		// A one-shot view that prints no timers and no ages needs neither in
 		// its walk (-c walks again at each print).
 		BareWalks: !f.continuous && !v.opts.Timers && !v.opts.JSON && !v.opts.Age && v.sortBy != "age"})
@@ -205,9 +205,6 @@ func runNetstat(ctx context.Context, f netstatFlags, stdout, stderr io.Writer) e
 		return err
 	}
 	defer tr.Close()
-	for _, w := range tr.Warnings() {
-		fmt.Fprintf(stderr, "tcpscope: warning: %s\n", w)
-	}
 
 	tab := table.New()
 	lv, err := live.Start(ctx, tr, tab, live.Options{

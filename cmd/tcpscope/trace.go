@@ -182,7 +182,7 @@ func runTrace(ctx context.Context, f traceFlags, stdout, stderr io.Writer) error
 		return usagef("--ring-size: %v", err)
 	}
 
-	tr, err := loader.New(loader.Config{
+	tr, err := loadTracer(stderr, loader.Config{
 		RingBytes: ring,
 		BTFPath:   f.btf,
 		Filter: loader.KernelFilter{
@@ -193,9 +193,6 @@ func runTrace(ctx context.Context, f traceFlags, stdout, stderr io.Writer) error
 		return err
 	}
 	defer tr.Close()
-	for _, w := range tr.Warnings() {
-		fmt.Fprintf(stderr, "tcpscope: warning: %s\n", w)
-	}
 
 	ctx, cancel := commandContext(ctx, stdout, true)
 	defer cancel()
