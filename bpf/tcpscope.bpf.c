@@ -156,10 +156,11 @@ struct sock_rec {
 };
 
 /* One socket fd as iter/task_file finds it (list_owners): the owner of a
- * socket that predates the tracer, joined with the iter/tcp walk in user
- * space by cookie. */
+ * socket that predates the tracer, joined in user space with walks and
+ * events by the socket's inode, as netstat -p and ss -p join
+ * /proc/PID/fd. */
 struct owner_rec {
-	__u64 cookie;
+	__u64 inode;
 	__u32 pid;
 	__u32 tid;
 	__s32 fd;
@@ -376,7 +377,9 @@ static __always_inline bool claimed(struct claims *c, __u64 sk, __u32 states)
 static __always_inline bool pass_filters(__u32 pid, __u32 netns, __u16 family, __u16 sport,
 					 __u16 dport, int oldstate, int newstate)
 {
-	if (filter_pid && pid != filter_pid)
+	/* pid 0: the owner is not known here. It may be one user space
+	 * knows (a socket from before start), which filters again. */
+	if (filter_pid && pid && pid != filter_pid)
 		return false;
 	if (filter_netns && netns != filter_netns)
 		return false;
@@ -679,69 +682,13 @@ int on_accept_exit_legacy(struct syscall_exit_args *ctx)
 	return on_accept_exit(ctx->ret);
 }
 
-/* Seed owners of sockets that existed before the tracer started: walked once
- * at start over every task's fd table. Live state changes win (BPF_NOEXIST). */
-SEC("iter/task_file")
-int seed_owners(struct bpf_iter__task_file *ctx)
-{
-	struct task_struct *task = ctx->task;
-	struct file *file = ctx->file;
-
-	if (!task || !file)
-		return 0;
-	struct socket *sock = bpf_sock_from_file(file);
-	if (!sock)
-		return 0;
-	struct sock *sk = sock->sk;
-	if (!sk)
-		return 0;
-	/* An MPTCP socket's owner is stored on the MPTCP socket itself (the
-	 * verifier lets us reach only that one from here as a socket); dump_tcp
-	 * finds it from the subflow, whose sk_socket is the same struct socket. */
-	if (sk->sk_protocol != IPPROTO_TCP && sk->sk_protocol != IPPROTO_MPTCP)
-		return 0;
-	__u8 state = sk->__sk_common.skc_state;
-	if (state == TCP_CLOSE)
-		return 0; /* no CLOSE event will come to delete it */
-
-	__u64 skaddr = (__u64)sk;
-	struct sock_info info = {
-		.pid = task->tgid,
-		.tid = task->pid,
-		.owner_src = OWNER_ITER,
-		.fd1 = ctx->fd + 1,
-	};
-	__builtin_memcpy(info.comm, task->comm, sizeof(info.comm));
-	/* A live transition may have created the storage already: it wins, but
-	 * the fd is only known from here. */
-	struct sock_info *have = bpf_sk_storage_get(&socks, sk, NULL, 0);
-	if (have) {
-		if (!have->fd1 && have->pid == info.pid)
-			have->fd1 = info.fd1;
-	} else if (!bpf_sk_storage_get(&socks, sk, &info, BPF_SK_STORAGE_GET_F_CREATE)) {
-		stat_inc(STAT_UNTRACKED);
-	}
-
-	if (state == TCP_LISTEN) {
-		struct sock *lsk = tcp_sock_of(sk);
-		if (!lsk)
-			return 0;
-		struct listener_key lk = {
-			.netns = sock_netns(sk),
-			.port = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)lsk, inet_sport)),
-		};
-		struct listener_owner lo = {.skaddr = skaddr, .pid = info.pid, .tid = info.tid};
-		__builtin_memcpy(lo.comm, info.comm, sizeof(lo.comm));
-		bpf_map_update_elem(&listeners, &lk, &lo, BPF_NOEXIST);
-	}
-	return 0;
-}
-
-/* The owners seed_owners would store, written out instead, one owner_rec
- * per socket fd: for one-shot views, which join them with their walk in user
- * space. Creating socket storage for every socket costs several times more
- * than writing a record. Listeners still go into `listeners`, so children
- * accepted during the run inherit their owner. */
+/* Owners of sockets that existed before the tracer started, one owner_rec
+ * per socket fd, walked once at start over every task's fd table; user
+ * space keeps them and joins them with walks and events by cookie (socket
+ * storage cannot be created from here: since 6.18.x the verifier marks the
+ * sock behind bpf_sock_from_file() untrusted, so no helper takes it).
+ * Listeners also go into `listeners`, so that their children inherit the
+ * owner in the kernel. */
 SEC("iter/task_file")
 int list_owners(struct bpf_iter__task_file *ctx)
 {
@@ -761,28 +708,19 @@ int list_owners(struct bpf_iter__task_file *ctx)
 		.tid = task->pid,
 		.fd = ctx->fd,
 	};
-	__u8 state;
-	if (sk->sk_protocol == IPPROTO_TCP) {
-		state = sk->__sk_common.skc_state;
-		r.cookie = bpf_get_socket_cookie(sk);
-	} else if (sk->sk_protocol == IPPROTO_MPTCP && bpf_core_type_exists(struct mptcp_sock)) {
+	if (sk->sk_protocol == IPPROTO_MPTCP && bpf_core_type_exists(struct mptcp_sock)) {
 		/* An MPTCP socket (Go listens with MPTCP by default, and its
 		 * accepted sockets are MPTCP ones even when the peer speaks
 		 * plain TCP): the socket in the TCP tables is its first
-		 * subflow, a pointer this program may only probe-read. Its
-		 * cookie if it has one, else its address (user space tells
-		 * them apart: cookies count up from 1, addresses are kernel
-		 * ones). */
+		 * subflow. */
 		sk = BPF_CORE_READ((struct mptcp_sock *)sk, first);
 		if (!sk)
 			return 0;
-		state = BPF_CORE_READ(sk, __sk_common.skc_state);
-		r.cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
-		if (!r.cookie)
-			r.cookie = (__u64)sk;
-	} else {
+	} else if (sk->sk_protocol != IPPROTO_TCP) {
 		return 0;
 	}
+	__u8 state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	r.inode = file->f_inode->i_ino;
 	if (state == TCP_CLOSE)
 		return 0;
 	__builtin_memcpy(r.comm, task->comm, sizeof(r.comm));
@@ -939,26 +877,13 @@ static __always_inline void fill_full(struct sock_rec *r, struct tcp_sock *tp)
 		r->timer_ns = jiffies_left_ns(sk->sk_timer.expires);
 	}
 
+	/* Owners of sockets that predate the tracer are joined in user space
+	 * (list_owners). */
 	struct sock_info *info = bpf_sk_storage_get(&socks, sk, NULL, 0);
-	if (info) {
-		r->since_ns = info->since_ns;
-		if (info->owner_src != OWNER_NONE) {
-			r->flags = EV_OWNER_KNOWN;
-			r->pid = info->pid;
-			r->tid = info->tid;
-			r->owner_src = info->owner_src;
-			r->fd = (__s32)info->fd1 - 1;
-			__builtin_memcpy(r->comm, info->comm, sizeof(r->comm));
-			return;
-		}
-	}
-	/* An MPTCP subflow: the owner is on the MPTCP socket its file holds. */
-	struct socket *so = sk->sk_socket;
-	struct sock *fsk = so ? so->sk : NULL;
-	if (!fsk || fsk == sk)
+	if (!info)
 		return;
-	info = bpf_sk_storage_get(&socks, fsk, NULL, 0);
-	if (info && info->owner_src != OWNER_NONE) {
+	r->since_ns = info->since_ns;
+	if (info->owner_src != OWNER_NONE) {
 		r->flags = EV_OWNER_KNOWN;
 		r->pid = info->pid;
 		r->tid = info->tid;
@@ -1130,8 +1055,10 @@ int find_holders(struct bpf_iter__task_file *ctx)
 	__u32 *mask = bpf_map_lookup_elem(&holder_states, &zero);
 	if (!mask || !(*mask & (1u << (state & 31))))
 		return 0;
+	/* sk is untrusted here (see list_owners): no helper takes it. A
+	 * socket without a cookie yet is keyed by its address in user space. */
 	struct holder_rec r = {
-		.cookie = bpf_get_socket_cookie(sk),
+		.cookie = sk->__sk_common.skc_cookie.counter,
 		.skaddr = (__u64)sk,
 		.pid = task->tgid,
 		.fd = ctx->fd,

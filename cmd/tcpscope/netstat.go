@@ -161,7 +161,7 @@ func (f *netstatFlags) view() (netstatView, error) {
 func (f *netstatFlags) ownerSeed(v netstatView) loader.OwnerSeed {
 	switch {
 	case f.continuous:
-		return loader.OwnersInKernel
+		return loader.OwnersOnEvents
 	case f.summary || f.statistics:
 		return loader.OwnersNone
 	case v.opts.Program || v.opts.JSON || v.sortBy == "pid":

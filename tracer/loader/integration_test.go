@@ -1156,9 +1156,9 @@ func TestChurn(t *testing.T) {
 }
 
 // TestOwnerSeedModes: sockets that exist before start get the same owner and
-// fd in a walk whether the seed stored them in the kernel (OwnersInKernel)
-// or joined them in user space (OwnersAtWalk, also with BareWalks), and
-// none with OwnersNone or when bare walks skip the socket storage.
+// fd in a walk whether the seed is also joined into events (OwnersOnEvents)
+// or only into walks (OwnersAtWalk), with bare walks too, and none with
+// OwnersNone.
 // The expected fd is the one /proc/PID/fd links to the socket's inode.
 func TestOwnerSeedModes(t *testing.T) {
 	requireRoot(t)
@@ -1180,11 +1180,11 @@ func TestOwnerSeedModes(t *testing.T) {
 		bare   bool
 		owners bool
 	}{
-		{"in kernel", loader.OwnersInKernel, false, true},
+		{"on events", loader.OwnersOnEvents, false, true},
 		{"at walk", loader.OwnersAtWalk, false, true},
 		{"at walk, bare walks", loader.OwnersAtWalk, true, true},
 		{"none", loader.OwnersNone, false, false},
-		{"in kernel, bare walks", loader.OwnersInKernel, true, false}, // bare walks skip socket storage
+		{"on events, bare walks", loader.OwnersOnEvents, true, true},
 	} {
 		t.Run(mode.name, func(t *testing.T) {
 			tc := startTracer(t, loader.Config{Sockets: true, Owners: mode.seed, BareWalks: mode.bare})

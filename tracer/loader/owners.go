@@ -15,15 +15,13 @@ import (
 type OwnerSeed int
 
 const (
-	// OwnersInKernel walks every fd table at start and keeps each socket's
-	// owner in its BPF socket storage, so that every later event of the
-	// socket carries it: for tracers that run on.
-	OwnersInKernel OwnerSeed = iota
-	// OwnersAtWalk walks every fd table at start, keeps the owners in user
-	// space and fills them into the sockets of each walk (Sockets,
-	// AllSockets). Several times cheaper at start than OwnersInKernel
-	// (no socket storage is created), but events of those sockets do not
-	// carry their owner: for one-shot views.
+	// OwnersOnEvents walks every fd table at start, keeps the owners in
+	// user space and fills them into the sockets of each walk and into
+	// every event of those sockets whose owner the kernel side does not
+	// know: for tracers that run on.
+	OwnersOnEvents OwnerSeed = iota
+	// OwnersAtWalk is OwnersOnEvents without the events: for one-shot
+	// views.
 	OwnersAtWalk
 	// OwnersNone does not look for them: for views that show no owners.
 	OwnersNone
@@ -39,7 +37,7 @@ type ownerRec struct {
 // struct owner_rec's layout (pinned against bpf2go's in a test).
 const (
 	ownerRecSize = 40
-	ooffCookie   = 0
+	ooffInode    = 0
 	ooffPID      = 8
 	ooffTID      = 12
 	ooffFD       = 16
@@ -47,12 +45,12 @@ const (
 )
 
 func ownerRecLayout() map[string]uintptr {
-	return map[string]uintptr{"Cookie": ooffCookie, "Pid": ooffPID, "Tid": ooffTID, "Fd": ooffFD, "Comm": ooffComm}
+	return map[string]uintptr{"Inode": ooffInode, "Pid": ooffPID, "Tid": ooffTID, "Fd": ooffFD, "Comm": ooffComm}
 }
 
 // listOwners starts iter/task_file and reads it in the background: the fd
 // walk and the first socket walk then run on two CPUs at once. The first
-// walk waits for it (awaitOwners) before joining.
+// walk, and Run before its first event, wait for it (awaitOwners).
 func (t *Tracer) listOwners() error {
 	it, err := link.AttachIter(link.IterOptions{Program: t.objs.ListOwners})
 	if err != nil {
@@ -83,8 +81,10 @@ func (t *Tracer) awaitOwners() error {
 	return t.ownersErr
 }
 
-// readOwners reads list_owners's records and keeps them by socket cookie.
-// The first fd found for a socket wins, as with seedOwners.
+// readOwners reads list_owners's records and keeps them by socket inode,
+// the key netstat -p and ss -p use: every event and walk record of a
+// socket that has a file carries it, whether or not the socket has a
+// cookie yet. The first fd found for a socket wins.
 func (t *Tracer) readOwners(rd io.Reader) error {
 	// Read whole, then size the map once: growing a map of a million
 	// entries step by step costs more than the walk.
@@ -95,27 +95,23 @@ func (t *Tracer) readOwners(rd io.Reader) error {
 	if len(buf)%ownerRecSize != 0 {
 		return fmt.Errorf("iter/task_file: %d bytes is not a whole number of %d-byte records", len(buf), ownerRecSize)
 	}
-	// By cookie, an index into ownerList: a map of small values is several
+	// By inode, an index into ownerList: a map of small values is several
 	// times faster to fill and to probe than one holding the records.
 	n := len(buf) / ownerRecSize
 	owners := make(map[uint64]uint32, n)
-	byAddr := false
 	list := make([]ownerRec, 0, n)
 	le := binary.LittleEndian
 	for b := buf; len(b) >= ownerRecSize; b = b[ownerRecSize:] {
-		cookie := le.Uint64(b[ooffCookie:])
-		if _, dup := owners[cookie]; dup || cookie == 0 {
+		inode := le.Uint64(b[ooffInode:])
+		if _, dup := owners[inode]; dup || inode == 0 {
 			continue
 		}
 		o := ownerRec{pid: le.Uint32(b[ooffPID:]), tid: le.Uint32(b[ooffTID:]), fd: int32(le.Uint32(b[ooffFD:]))}
 		copy(o.comm[:], b[ooffComm:ooffComm+16])
-		owners[cookie] = uint32(len(list))
+		owners[inode] = uint32(len(list))
 		list = append(list, o)
-		// An MPTCP subflow without a cookie yet is listed by its address:
-		// kernel addresses have the top bit set, cookies count up from 1.
-		byAddr = byAddr || cookie>>63 != 0
 	}
-	t.owners, t.ownerList, t.ownersByAddr = owners, list, byAddr
+	t.owners, t.ownerList = owners, list
 	return nil
 }
 
@@ -134,16 +130,13 @@ func (t *Tracer) joinOwners(socks []event.Socket) error {
 }
 
 // joinOwner fills in the owner listOwners found for a full socket whose
-// owner the kernel side does not know. An owner learned from an event wins,
-// as socket storage did with seedOwners; the walk only adds its fd.
+// owner the kernel side does not know. An owner learned from an event wins;
+// the walk only adds its fd.
 func (t *Tracer) joinOwner(s *event.Socket) {
-	if s.Kind != event.FullSocket || s.Cookie == 0 {
+	if s.Kind != event.FullSocket || s.Inode == 0 {
 		return
 	}
-	i, ok := t.owners[s.Cookie]
-	if !ok && t.ownersByAddr {
-		i, ok = t.owners[s.SockAddr]
-	}
+	i, ok := t.owners[s.Inode]
 	if !ok {
 		return
 	}
@@ -156,4 +149,22 @@ func (t *Tracer) joinOwner(s *event.Socket) {
 	case s.FD < 0 && s.Owner.PID == o.pid:
 		s.FD = o.fd
 	}
+}
+
+// joinEvent fills in the owner listOwners found for a transition whose
+// owner the kernel side does not know: a socket from before start, until
+// its owner makes a syscall on it. Only Run calls it, after awaitOwners;
+// t.owners is not written after that.
+func (t *Tracer) joinEvent(e *event.Event) {
+	if e.Flags&event.OwnerKnown != 0 || e.Kind != event.Transition || e.Inode == 0 {
+		return
+	}
+	i, ok := t.owners[e.Inode]
+	if !ok {
+		return
+	}
+	o := &t.ownerList[i]
+	e.Flags |= event.OwnerKnown
+	e.Source = event.OwnerIter
+	e.Owner = event.Task{PID: o.pid, TID: o.tid, Comm: o.comm}
 }

@@ -78,13 +78,13 @@ type tcpscopeListenerOwner struct {
 }
 
 type tcpscopeOwnerRec struct {
-	_      structs.HostLayout
-	Cookie uint64
-	Pid    uint32
-	Tid    uint32
-	Fd     int32
-	Pad    uint32
-	Comm   [16]int8
+	_     structs.HostLayout
+	Inode uint64
+	Pid   uint32
+	Tid   uint32
+	Fd    int32
+	Pad   uint32
+	Comm  [16]int8
 }
 
 type tcpscopeSockInfo struct {
@@ -181,7 +181,6 @@ const (
 	tcpscopeProgOnStateChangeNested = "on_state_change_nested"
 	tcpscopeProgOnTimerCancel       = "on_timer_cancel"
 	tcpscopeProgOnTimerStart        = "on_timer_start"
-	tcpscopeProgSeedOwners          = "seed_owners"
 	tcpscopeVarFilterFamily         = "filter_family"
 	tcpscopeVarFilterNetns          = "filter_netns"
 	tcpscopeVarFilterPid            = "filter_pid"
@@ -254,7 +253,6 @@ type tcpscopeProgramSpecs struct {
 	OnStateChangeNested *ebpf.ProgramSpec `ebpf:"on_state_change_nested"`
 	OnTimerCancel       *ebpf.ProgramSpec `ebpf:"on_timer_cancel"`
 	OnTimerStart        *ebpf.ProgramSpec `ebpf:"on_timer_start"`
-	SeedOwners          *ebpf.ProgramSpec `ebpf:"seed_owners"`
 }
 
 // tcpscopeMapSpecs contains maps before they are loaded into the kernel.
@@ -374,7 +372,6 @@ type tcpscopePrograms struct {
 	OnStateChangeNested *ebpf.Program `ebpf:"on_state_change_nested"`
 	OnTimerCancel       *ebpf.Program `ebpf:"on_timer_cancel"`
 	OnTimerStart        *ebpf.Program `ebpf:"on_timer_start"`
-	SeedOwners          *ebpf.Program `ebpf:"seed_owners"`
 }
 
 func (p *tcpscopePrograms) Close() error {
@@ -391,7 +388,6 @@ func (p *tcpscopePrograms) Close() error {
 		p.OnStateChangeNested,
 		p.OnTimerCancel,
 		p.OnTimerStart,
-		p.SeedOwners,
 	)
 }
 

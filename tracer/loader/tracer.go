@@ -7,7 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -47,7 +46,7 @@ type Config struct {
 	// connection ended.
 	Resets bool
 	// Owners says how owners of sockets that exist at start are found
-	// (default OwnersInKernel).
+	// (default OwnersOnEvents).
 	Owners OwnerSeed
 	// BareWalks makes socket walks leave out what only some views print:
 	// full sockets' timers (Timer, TimerLeft, Retransmits, Probes stay
@@ -99,14 +98,12 @@ type Tracer struct {
 
 	hz uint64 // the kernel's CONFIG_HZ
 
-	// With OwnersAtWalk: the owners found at start, and their index by
-	// socket cookie.
+	// The owners found at start, and their index by socket inode.
 	// Written by the background read before ownersDone is closed.
-	owners       map[uint64]uint32
-	ownerList    []ownerRec
-	ownersByAddr bool          // some owners are keyed by socket address, not cookie
-	ownersDone   chan struct{} // nil unless listOwners started a read
-	ownersErr    error
+	owners     map[uint64]uint32
+	ownerList  []ownerRec
+	ownersDone chan struct{} // nil unless listOwners started a read
+	ownersErr  error
 
 	iterMu   sync.Mutex
 	dumpIter *link.Iter // iter/tcp, attached on first walk
@@ -168,9 +165,7 @@ func (t *Tracer) install() error {
 	}
 	var seed func() error
 	switch t.cfg.Owners {
-	case OwnersInKernel:
-		seed = t.seedOwners
-	case OwnersAtWalk:
+	case OwnersOnEvents, OwnersAtWalk:
 		seed = t.listOwners
 	case OwnersNone:
 		seed = func() error { return nil }
@@ -179,6 +174,12 @@ func (t *Tracer) install() error {
 	}
 	if err := seed(); err != nil {
 		return err
+	}
+	if t.cfg.Owners == OwnersOnEvents {
+		// Run joins them into events from its first one.
+		if err := t.awaitOwners(); err != nil {
+			return err
+		}
 	}
 	rd, err := ringbuf.NewReader(t.objs.Events)
 	if err != nil {
@@ -381,26 +382,6 @@ func ensureTracefs() error {
 	return nil
 }
 
-// seedOwners walks every task's fd table once (iter/task_file) so sockets
-// that existed before start have an owner.
-func (t *Tracer) seedOwners() error {
-	it, err := link.AttachIter(link.IterOptions{Program: t.objs.SeedOwners})
-	if err != nil {
-		t.warnings = append(t.warnings, fmt.Sprintf("owners of existing sockets unknown: attach iter/task_file: %v", err))
-		return nil
-	}
-	defer it.Close()
-	rd, err := it.Open()
-	if err != nil {
-		return fmt.Errorf("open iter/task_file: %w", err)
-	}
-	defer rd.Close()
-	if _, err := io.Copy(io.Discard, retryAgain{rd}); err != nil {
-		return fmt.Errorf("run iter/task_file: %w", err)
-	}
-	return nil
-}
-
 // Warnings lists features that were turned off because the kernel or the
 // system did not allow them; the tracer works without them.
 func (t *Tracer) Warnings() []string { return t.warnings }
@@ -421,6 +402,9 @@ func (t *Tracer) Run(ctx context.Context, sink Sink) error {
 	if t.barrierGen.Load() > 0 {
 		t.reader.Flush() // for Barrier calls made before Run started
 	}
+	// Owners of sockets from before start are joined into their events
+	// (install waited for them).
+	joinEvents := t.cfg.Owners == OwnersOnEvents && len(t.owners) > 0
 
 	var (
 		rec       ringbuf.Record
@@ -455,6 +439,9 @@ func (t *Tracer) Run(ctx context.Context, sink Sink) error {
 			if derr := event.Decode(rec.RawSample, &ev); derr != nil {
 				t.badRecords.Add(1)
 				continue
+			}
+			if joinEvents {
+				t.joinEvent(&ev)
 			}
 			sink.Event(&ev)
 			n++
