@@ -71,8 +71,9 @@ type liveTable struct {
 }
 
 // startTable loads the tracer, installs hook (may be nil) and seeds the
-// table. stop detaches and waits for the reader.
-func startTable(ctx context.Context, f tableFlags, stderr io.Writer, hook func(old, new *table.Entry, ev *event.Event)) (*liveTable, error) {
+// table. stop detaches and waits for the reader. walksOnly: a report of one
+// walk, which needs no events (loader.Config.WalksOnly).
+func startTable(ctx context.Context, f tableFlags, stderr io.Writer, hook func(old, new *table.Entry, ev *event.Event), walksOnly bool) (*liveTable, error) {
 	ring, err := parseSize(f.ringSize)
 	if err != nil {
 		return nil, usagef("--ring-size: %v", err)
@@ -83,7 +84,7 @@ func startTable(ctx context.Context, f tableFlags, stderr io.Writer, hook func(o
 			return nil, err
 		}
 	}
-	lt.tr, err = loadTracer(stderr, loader.Config{RingBytes: ring, BTFPath: f.btf, Sockets: true})
+	lt.tr, err = loadTracer(stderr, loader.Config{RingBytes: ring, BTFPath: f.btf, Sockets: true, WalksOnly: walksOnly})
 	if err != nil {
 		return nil, err
 	}
@@ -223,7 +224,9 @@ func runCloseWait(ctx context.Context, f closeWaitFlags, stdout, stderr io.Write
 		return overThreshold(last, f.threshold)
 	}
 
-	lt, err := startTable(ctx, f.tableFlags, stderr, nil)
+	// One report with no minimum age is one walk; --min-age waits for
+	// events to see which sockets leave CLOSE_WAIT meanwhile.
+	lt, err := startTable(ctx, f.tableFlags, stderr, nil, !f.watch && f.minAge == 0)
 	if err != nil {
 		return err
 	}
@@ -360,7 +363,7 @@ func runTimeWait(ctx context.Context, f timeWaitFlags, stdout, stderr io.Writer)
 	// connections that enter TIME_WAIT meanwhile belong in it.
 	tw := diag.NewTimeWaitTracker(time.Hour)
 	begin := ktime.Now()
-	lt, err := startTable(ctx, f.tableFlags, stderr, tw.OnChange)
+	lt, err := startTable(ctx, f.tableFlags, stderr, tw.OnChange, false)
 	if err != nil {
 		return err
 	}

@@ -197,7 +197,10 @@ func runNetstat(ctx context.Context, f netstatFlags, stdout, stderr io.Writer) e
 	ctx, cancel := commandContext(ctx, stdout, f.continuous)
 	defer cancel()
 
+	// A one-shot view prints one walk: it loads only the iterators and
+	// attaches nothing (the same table and printing code as -c).
 	tr, err := loadTracer(stderr, loader.Config{RingBytes: ring, BTFPath: f.btf, Sockets: true, Owners: f.ownerSeed(v),
+		WalksOnly: !f.continuous,
 		// A one-shot view that prints no timers and no ages needs neither in
 		// its walk (-c walks again at each print).
 		BareWalks: !f.continuous && !v.opts.Timers && !v.opts.JSON && !v.opts.Age && v.sortBy != "age"})

@@ -54,6 +54,13 @@ type Config struct {
 	// those of OwnersAtWalk are still filled in). About a third cheaper
 	// per socket in the kernel.
 	BareWalks bool
+	// WalksOnly loads only the iterators that socket and owner walks need
+	// and attaches nothing: for one-shot views, which print one walk and
+	// exit. No ring buffer, no events: Run only waits for its context,
+	// Barrier returns at once and Stats are zero. Starting and stopping
+	// cost a fraction of a tracer's (no tracepoint to attach, no RCU grace
+	// period to wait for at detach). OwnersOnEvents means OwnersAtWalk here.
+	WalksOnly bool
 }
 
 // KernelFilter selects which transitions are emitted. Owner and age
@@ -139,6 +146,9 @@ func New(cfg Config) (*Tracer, error) {
 	if cfg.Batch == 0 {
 		cfg.Batch = defaultBatch
 	}
+	if cfg.WalksOnly && cfg.Owners == OwnersOnEvents {
+		cfg.Owners = OwnersAtWalk
+	}
 	if err := checkCapabilities(); err != nil {
 		return nil, err
 	}
@@ -160,8 +170,10 @@ func (t *Tracer) install() error {
 	if err := t.load(); err != nil {
 		return err
 	}
-	if err := t.attach(); err != nil {
-		return err
+	if !t.cfg.WalksOnly {
+		if err := t.attach(); err != nil {
+			return err
+		}
 	}
 	var seed func() error
 	switch t.cfg.Owners {
@@ -181,6 +193,9 @@ func (t *Tracer) install() error {
 			return err
 		}
 	}
+	if t.cfg.WalksOnly {
+		return nil
+	}
 	rd, err := ringbuf.NewReader(t.objs.Events)
 	if err != nil {
 		return fmt.Errorf("open ring buffer reader: %w", err)
@@ -197,7 +212,8 @@ func (t *Tracer) load() error {
 		err  error
 	}
 	symsc := make(chan symsResult, 1)
-	if t.cfg.Sockets {
+	followTimers := t.cfg.Sockets && !t.cfg.WalksOnly
+	if followTimers {
 		go func() {
 			syms, err := kernelSymbols("tw_timer_handler", "reqsk_timer_handler")
 			symsc <- symsResult{syms, err}
@@ -224,17 +240,22 @@ func (t *Tracer) load() error {
 		{"wakeup_bytes", uint64(t.cfg.RingBytes / 4)},
 		{"walk_extras", walkExtras(t.cfg.BareWalks)},
 	}
-	hz, err := kernelHZ()
-	if err != nil {
-		hz = 250
-		t.warnings = append(t.warnings, fmt.Sprintf("timer values assume CONFIG_HZ=250: %v", err))
+	// Only timers need the length of a jiffy (a read of the kernel's
+	// config): bare walks read none.
+	hz := uint64(250)
+	if !t.cfg.BareWalks {
+		var err error
+		if hz, err = kernelHZ(); err != nil {
+			hz = 250
+			t.warnings = append(t.warnings, fmt.Sprintf("timer values assume CONFIG_HZ=250: %v", err))
+		}
 	}
 	t.hz = hz
 	vars = append(vars, struct {
 		name string
 		val  any
 	}{"ns_per_jiffy", uint64(time.Second) / hz})
-	if t.cfg.Sockets {
+	if followTimers {
 		r := <-symsc
 		syms, err := r.syms, r.err
 		if err != nil {
@@ -261,6 +282,20 @@ func (t *Tracer) load() error {
 			return fmt.Errorf("%w: load BTF from %s: %w", ErrUnsupported, t.cfg.BTFPath, err)
 		}
 		opts.Programs.KernelTypes = kt
+	}
+	if t.cfg.WalksOnly {
+		// Only the iterators and the maps they use are created.
+		var w struct {
+			DumpTcp      *ebpf.Program `ebpf:"dump_tcp"`
+			ListOwners   *ebpf.Program `ebpf:"list_owners"`
+			FindHolders  *ebpf.Program `ebpf:"find_holders"`
+			HolderStates *ebpf.Map     `ebpf:"holder_states"`
+		}
+		if err := spec.LoadAndAssign(&w, &opts); err != nil {
+			return classifyLoadError(err)
+		}
+		t.objs.DumpTcp, t.objs.ListOwners, t.objs.FindHolders, t.objs.HolderStates = w.DumpTcp, w.ListOwners, w.FindHolders, w.HolderStates
+		return nil
 	}
 	if err := spec.LoadAndAssign(&t.objs, &opts); err != nil {
 		return classifyLoadError(err)
@@ -389,6 +424,12 @@ func (t *Tracer) Warnings() []string { return t.warnings }
 // Run reads events until ctx is done or a fatal error occurs. When ctx ends
 // it detaches the programs, drains what is left in the ring, and returns nil.
 func (t *Tracer) Run(ctx context.Context, sink Sink) error {
+	if t.cfg.WalksOnly {
+		t.runState.Store(1)
+		<-ctx.Done()
+		t.runState.Store(2)
+		return nil
+	}
 	stop := context.AfterFunc(ctx, func() {
 		t.detachAll()
 		t.reader.Flush()
@@ -492,6 +533,9 @@ func (t *Tracer) Run(ctx context.Context, sink Sink) error {
 // buffer before the call and called Sink.Drained, or once Run has returned.
 // Called before Run starts, it waits for Run.
 func (t *Tracer) Barrier(ctx context.Context) error {
+	if t.cfg.WalksOnly {
+		return nil // no events to wait for
+	}
 	gen := t.barrierGen.Add(1)
 	if t.runState.Load() == 2 {
 		return nil
@@ -547,6 +591,9 @@ func (t *Tracer) reportLoss(sink Sink, last *uint64) {
 // Stats reads the kernel-side counters.
 func (t *Tracer) Stats() (Stats, error) {
 	var s Stats
+	if t.cfg.WalksOnly {
+		return s, nil // nothing traced
+	}
 	var perCPU []uint64
 	for idx, dst := range map[tcpscopeStatIndex]*uint64{
 		tcpscopeStatIndexSTAT_RINGBUF_DROPS: &s.RingDrops,
@@ -602,6 +649,9 @@ func (t *Tracer) ProgramStats() (map[string]*ebpf.ProgramStats, error) {
 		"on_send_reset":          t.objs.OnSendReset,
 		"on_receive_reset":       t.objs.OnReceiveReset,
 	} {
+		if p == nil {
+			continue // not loaded (WalksOnly)
+		}
 		st, err := p.Stats()
 		if err != nil {
 			return nil, fmt.Errorf("stats of %s: %w", name, err)
