@@ -874,6 +874,32 @@ func TestSocketsFromBeforeStart(t *testing.T) {
 	})
 }
 
+// TestKernelPIDFilterSeeded: with Filter.PID set, a socket from before
+// start whose owner only user space knows (the fd walk) is not dropped in
+// the kernel: its softirq transitions reach user space with the seeded
+// owner, while the peer process's sockets, whose owner the kernel learns
+// from its own close(), are filtered out in the kernel.
+func TestKernelPIDFilterSeeded(t *testing.T) {
+	requireRoot(t)
+	srv := startProc(t, sockproc.Options{Comm: "tsp-pid-server"})
+	cli := startProc(t, sockproc.Options{Comm: "tsp-pid-client"})
+	s := whoOf(srv)
+	ns := netnsOf(t, srv.Pid())
+	l := must[sockproc.Sock](t)(srv.Listen(netip.MustParseAddrPort("127.0.0.1:0")))
+	c1 := must[sockproc.Sock](t)(cli.Connect(l.Local))
+	a1 := must[sockproc.Sock](t)(srv.Accept(l))
+
+	tc := startTracer(t, loader.Config{Filter: loader.KernelFilter{PID: uint32(srv.Pid())}})
+
+	do(t, cli, "close", c1.ID)
+	waitEOF(t, srv, a1)
+	do(t, srv, "close", a1.ID)
+
+	tc.expectSockets(t, l.Local.Port(), []sockWant{
+		serverWant(ns, a1, passiveClose(s, event.OwnerIter, a1.Inode)...),
+	})
+}
+
 // TestKernelPortFilter: with Filter.Port set, only transitions of sockets
 // with that local or remote port reach user space; the others are still
 // seen (and counted) by the BPF program, and take no ring space: a churn of
