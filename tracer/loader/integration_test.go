@@ -24,6 +24,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+
 	"github.com/tcpscope/tcpscope/tracer/event"
 	"github.com/tcpscope/tcpscope/tracer/internal/sockproc"
 	"github.com/tcpscope/tcpscope/tracer/loader"
@@ -1262,4 +1264,58 @@ func fdOf(t *testing.T, pid int, inode uint64) int {
 	}
 	t.Fatalf("process %d has no fd for socket inode %d", pid, inode)
 	return -1
+}
+
+// TestWalksOnly: a one-shot tracer loads the iterators only and attaches
+// nothing: its walk finds a listener with its owner, no state program is
+// loaded, Run returns when its context ends, and Barrier does not wait.
+func TestWalksOnly(t *testing.T) {
+	requireRoot(t)
+	srv := startProc(t, sockproc.Options{Comm: "tsp-walk-srv"})
+	l := must[sockproc.Sock](t)(srv.Listen(netip.MustParseAddrPort("127.0.0.1:0")))
+	tr, err := loader.New(loader.Config{WalksOnly: true, Sockets: true})
+	if err != nil {
+		t.Fatalf("loader.New: %v", err)
+	}
+	defer tr.Close()
+
+	progs := must[map[string]*ebpf.ProgramStats](t)(tr.ProgramStats())
+	if len(progs) != 0 {
+		t.Errorf("programs other than iterators loaded: %v", progs)
+	}
+	socks := must[[]event.Socket](t)(tr.SocketsIn("/proc/"+strconv.Itoa(srv.Pid())+"/ns/net", nil))
+	found := false
+	for _, s := range socks {
+		if s.Inode == l.Inode {
+			found = true
+			if s.State != event.Listen || !s.OwnerKnown || int(s.Owner.PID) != srv.Pid() || s.Source != event.OwnerIter {
+				t.Errorf("listener %v: state %v owner %d known %v source %v, want LISTEN owned by %d from the fd walk",
+					l.Local, s.State, s.Owner.PID, s.OwnerKnown, s.Source, srv.Pid())
+			}
+		}
+	}
+	if !found {
+		t.Errorf("listener %v (inode %d) not in the walk", l.Local, l.Inode)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), eventTimeout)
+	defer cancel()
+	if err := tr.Barrier(ctx); err != nil {
+		t.Errorf("Barrier: %v", err)
+	}
+	runCtx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- tr.Run(runCtx, nil) }()
+	stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	case <-time.After(eventTimeout):
+		t.Fatal("Run did not return after its context ended")
+	}
+	if st := must[loader.Stats](t)(tr.Stats()); st != (loader.Stats{}) {
+		t.Errorf("stats of a tracer that traces nothing: %+v", st)
+	}
 }
