@@ -17,7 +17,8 @@ import (
 //
 //	ip netns exec NAME ./live.test -test.run '^$' -test.bench SeedHeld -test.benchtime 3x
 //
-// ns/socket is the seed's time over the table's size.
+// ns/socket is the seed's time over the table's size (best-ns/socket: of
+// the fastest run).
 func BenchmarkSeedHeld(b *testing.B) {
 	for _, c := range []struct {
 		name string
@@ -33,7 +34,7 @@ func BenchmarkSeedHeld(b *testing.B) {
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			requireRoot(b)
-			var seed time.Duration
+			var seed, best time.Duration
 			n := 0
 			for i := 0; i < b.N; i++ {
 				b.StopTimer()
@@ -46,7 +47,11 @@ func BenchmarkSeedHeld(b *testing.B) {
 				b.StartTimer()
 				t0 := time.Now()
 				lv, err := live.Start(ctx, tr, tab, c.opts)
-				seed += time.Since(t0)
+				d := time.Since(t0)
+				seed += d
+				if best == 0 || d < best {
+					best = d
+				}
 				b.StopTimer()
 				if err != nil {
 					cancel()
@@ -61,6 +66,8 @@ func BenchmarkSeedHeld(b *testing.B) {
 			b.ReportMetric(float64(n), "sockets")
 			if n > 0 {
 				b.ReportMetric(float64(seed.Nanoseconds())/float64(b.N)/float64(n), "ns/socket")
+				// The machine may be shared: the best run is the least disturbed.
+				b.ReportMetric(float64(best.Nanoseconds())/float64(n), "best-ns/socket")
 			}
 		})
 	}

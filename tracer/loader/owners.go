@@ -115,6 +115,19 @@ func (t *Tracer) readOwners(rd io.Reader) error {
 	return nil
 }
 
+// ownersReady reports whether awaitOwners would return at once.
+func (t *Tracer) ownersReady() bool {
+	if t.ownersDone == nil {
+		return true
+	}
+	select {
+	case <-t.ownersDone:
+		return true
+	default:
+		return false
+	}
+}
+
 // joinOwners fills in the owners listOwners found (see joinOwner).
 func (t *Tracer) joinOwners(socks []event.Socket) error {
 	if err := t.awaitOwners(); err != nil {
