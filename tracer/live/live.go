@@ -28,6 +28,13 @@ type Source interface {
 	Barrier(ctx context.Context) error
 }
 
+// streamSource is a Source whose walks show their sockets as they read
+// them (loader.Tracer): the seed is then merged while the kernel walks.
+type streamSource interface {
+	AllSocketsFunc(dst []event.Socket, fn loader.WalkFunc) ([]event.Socket, map[uint32]bool, error)
+	OwnSocketsFunc(dst []event.Socket, fn loader.WalkFunc) ([]event.Socket, map[uint32]bool, error)
+}
+
 // Options tune Live. The zero value is usable.
 type Options struct {
 	// Notify receives one line for each resync, saying why it happened
@@ -151,6 +158,23 @@ func (l *Live) sync(ctx context.Context) error {
 	if l.opts.OwnNetNSOnly {
 		walk = l.src.OwnSockets
 	}
+	// Into an empty table (the seed) the walk is merged as it is read, on
+	// this goroutine while the kernel walks on another thread; EndSync then
+	// gets only what is left (nothing, unless the table was not empty).
+	merged := 0
+	if ss, ok := l.src.(streamSource); ok {
+		parts := true
+		fn := func(dst []event.Socket, from int) {
+			if parts = parts && l.tab.SyncPart(dst[from:], mono, cap(dst)); parts {
+				merged = len(dst)
+			}
+		}
+		walkFn := ss.AllSocketsFunc
+		if l.opts.OwnNetNSOnly {
+			walkFn = ss.OwnSocketsFunc
+		}
+		walk = func(dst []event.Socket) ([]event.Socket, map[uint32]bool, error) { return walkFn(dst, fn) }
+	}
 	snap, walked, err := walk(l.walkBuf[:0])
 	if pe, ok := errors.AsType[*loader.PartialWalkError](err); ok {
 		l.noteSkipped(pe)
@@ -164,7 +188,9 @@ func (l *Live) sync(ctx context.Context) error {
 		l.tab.EndSync(nil, mono, map[uint32]bool{})
 		return err
 	}
-	l.tab.EndSync(snap, mono, walked)
+	// (A namespace dropped from snap after a failed read may have shrunk it
+	// below what was merged.)
+	l.tab.EndSync(snap[min(merged, len(snap)):], mono, walked)
 	l.lastSyncMono = mono
 	l.lastSnap = snap
 	// Keep the buffer for the next resync unless it is huge and mostly idle.

@@ -96,23 +96,39 @@ func (t *Tracer) readOwners(rd io.Reader) error {
 		return fmt.Errorf("iter/task_file: %d bytes is not a whole number of %d-byte records", len(buf), ownerRecSize)
 	}
 	// By inode, an index into ownerList: a map of small values is several
-	// times faster to fill and to probe than one holding the records.
+	// times faster to fill and to probe than one holding the records. Filled
+	// from the last record to the first, so that plain stores leave the
+	// first fd found for each socket (one probe per record, not two).
 	n := len(buf) / ownerRecSize
 	owners := make(map[uint64]uint32, n)
-	list := make([]ownerRec, 0, n)
+	list := make([]ownerRec, n)
 	le := binary.LittleEndian
-	for b := buf; len(b) >= ownerRecSize; b = b[ownerRecSize:] {
+	for i := n - 1; i >= 0; i-- {
+		b := buf[i*ownerRecSize : (i+1)*ownerRecSize]
 		inode := le.Uint64(b[ooffInode:])
-		if _, dup := owners[inode]; dup || inode == 0 {
+		if inode == 0 {
 			continue
 		}
-		o := ownerRec{pid: le.Uint32(b[ooffPID:]), tid: le.Uint32(b[ooffTID:]), fd: int32(le.Uint32(b[ooffFD:]))}
+		o := &list[i]
+		o.pid, o.tid, o.fd = le.Uint32(b[ooffPID:]), le.Uint32(b[ooffTID:]), int32(le.Uint32(b[ooffFD:]))
 		copy(o.comm[:], b[ooffComm:ooffComm+16])
-		owners[inode] = uint32(len(list))
-		list = append(list, o)
+		owners[inode] = uint32(i)
 	}
 	t.owners, t.ownerList = owners, list
 	return nil
+}
+
+// ownersReady reports whether awaitOwners would return at once.
+func (t *Tracer) ownersReady() bool {
+	if t.ownersDone == nil {
+		return true
+	}
+	select {
+	case <-t.ownersDone:
+		return true
+	default:
+		return false
+	}
 }
 
 // joinOwners fills in the owners listOwners found (see joinOwner).

@@ -1,7 +1,6 @@
 package loader
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unsafe"
 
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
@@ -24,7 +24,17 @@ import (
 // Sockets walks the TCP sockets of the caller's network namespace (full,
 // timewait and request sockets) and appends them to dst.
 func (t *Tracer) Sockets(dst []event.Socket) ([]event.Socket, error) {
-	dst = slices.Grow(dst, socketCountHint())
+	return t.socketsFunc(dst, nil)
+}
+
+// WalkFunc sees a walk's sockets while it runs: dst[from:] were just read
+// (owners joined) and stay in the walk's result. It runs on the walking
+// goroutine while the kernel goes on walking on another thread, so work it
+// does overlaps the kernel's; it must not keep dst past the walk.
+type WalkFunc func(dst []event.Socket, from int)
+
+func (t *Tracer) socketsFunc(dst []event.Socket, fn WalkFunc) ([]event.Socket, error) {
+	dst = slices.Grow(dst, socketCountHint("/proc/thread-self/net"))
 	it, err := t.tcpIter()
 	if err != nil {
 		return dst, err
@@ -34,12 +44,16 @@ func (t *Tracer) Sockets(dst []event.Socket) ([]event.Socket, error) {
 		return dst, fmt.Errorf("open iter/tcp: %w", err)
 	}
 	defer rd.Close()
-	return t.readSockets(rd, dst)
+	return t.readSockets(rd, dst, fn)
 }
 
 // SocketsIn walks the TCP sockets of the network namespace at nsPath (e.g.
 // /run/netns/NAME or /proc/PID/ns/net).
 func (t *Tracer) SocketsIn(nsPath string, dst []event.Socket) ([]event.Socket, error) {
+	return t.socketsInFunc(nsPath, dst, nil)
+}
+
+func (t *Tracer) socketsInFunc(nsPath string, dst []event.Socket, fn WalkFunc) ([]event.Socket, error) {
 	it, err := t.tcpIter()
 	if err != nil {
 		return dst, err
@@ -50,22 +64,23 @@ func (t *Tracer) SocketsIn(nsPath string, dst []event.Socket) ([]event.Socket, e
 	}
 	defer target.Close()
 
-	rd, err := openIn(it, int(target.Fd()))
+	rd, hint, err := openIn(it, int(target.Fd()))
 	if err != nil {
 		return dst, fmt.Errorf("walk sockets of %s: %w", nsPath, err)
 	}
 	defer rd.Close()
-	return t.readSockets(rd, dst)
+	return t.readSockets(rd, slices.Grow(dst, hint), fn)
 }
 
-// openIn opens the iterator from a thread inside the namespace nsFD. The
-// namespace is fixed when the iterator is opened; reading can happen anywhere.
-func openIn(it *link.Iter, nsFD int) (io.ReadCloser, error) {
+// openIn opens the iterator from a thread inside the namespace nsFD, and
+// estimates how many sockets it will find (socketCountHint). The namespace
+// is fixed when the iterator is opened; reading can happen anywhere.
+func openIn(it *link.Iter, nsFD int) (rd io.ReadCloser, hint int, err error) {
 	runtime.LockOSThread()
 	self, err := os.Open("/proc/thread-self/ns/net")
 	if err != nil {
 		runtime.UnlockOSThread()
-		return nil, fmt.Errorf("%w: %v", errThread, err)
+		return nil, 0, fmt.Errorf("%w: %v", errThread, err)
 	}
 	defer self.Close()
 	if err := unix.Setns(nsFD, unix.CLONE_NEWNET); err != nil {
@@ -74,19 +89,22 @@ func openIn(it *link.Iter, nsFD int) (io.ReadCloser, error) {
 		// leaves an empty file while it adds or deletes one). AllSockets
 		// skips such a namespace and reports it, like any other it cannot
 		// enter.
-		return nil, fmt.Errorf("setns: %w", err)
+		return nil, 0, fmt.Errorf("setns: %w", err)
 	}
 	rd, openErr := it.Open()
+	if openErr == nil {
+		hint = socketCountHint("/proc/thread-self/net")
+	}
 	if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
 		// This thread stays in the wrong namespace: keep it locked so the
 		// runtime discards it when the goroutine ends.
 		if rd != nil {
 			rd.Close()
 		}
-		return nil, fmt.Errorf("%w: return to own network namespace: %v", errThread, err)
+		return nil, 0, fmt.Errorf("%w: return to own network namespace: %v", errThread, err)
 	}
 	runtime.UnlockOSThread()
-	return rd, openErr
+	return rd, hint, openErr
 }
 
 // Namespace is a network namespace found on the host.
@@ -166,6 +184,13 @@ var errThread = errors.New("walking thread")
 // results are still valid). Other errors (the caller's own namespace, the
 // iterator itself) abort the walk.
 func (t *Tracer) AllSockets(dst []event.Socket) ([]event.Socket, map[uint32]bool, error) {
+	return t.AllSocketsFunc(dst, nil)
+}
+
+// AllSocketsFunc is AllSockets that shows fn the sockets as they are read
+// (see WalkFunc). A namespace whose read fails part way is still dropped
+// from the result, after fn may have seen some of its sockets.
+func (t *Tracer) AllSocketsFunc(dst []event.Socket, fn WalkFunc) ([]event.Socket, map[uint32]bool, error) {
 	nss, err := Namespaces()
 	if err != nil {
 		return dst, nil, err
@@ -177,14 +202,14 @@ func (t *Tracer) AllSockets(dst []event.Socket) ([]event.Socket, map[uint32]bool
 	var partial *PartialWalkError
 	for _, ns := range nss {
 		if ns.Path == "" {
-			if dst, err = t.Sockets(dst); err != nil {
+			if dst, err = t.socketsFunc(dst, fn); err != nil {
 				return dst, walked, err
 			}
 			walked[ns.Inode] = true
 			continue
 		}
 		before := len(dst)
-		if dst, err = t.SocketsIn(ns.Path, dst); err != nil {
+		if dst, err = t.socketsInFunc(ns.Path, dst, fn); err != nil {
 			dst = dst[:before] // nothing half-read of a skipped namespace
 			switch {
 			case errors.Is(err, errThread):
@@ -211,11 +236,17 @@ func (t *Tracer) AllSockets(dst []event.Socket) ([]event.Socket, map[uint32]bool
 // form. A one-shot view of its own namespace needs no other: each extra
 // namespace costs a scan of the whole (host-wide) established hash.
 func (t *Tracer) OwnSockets(dst []event.Socket) ([]event.Socket, map[uint32]bool, error) {
+	return t.OwnSocketsFunc(dst, nil)
+}
+
+// OwnSocketsFunc is OwnSockets that shows fn the sockets as they are read
+// (see WalkFunc).
+func (t *Tracer) OwnSocketsFunc(dst []event.Socket, fn WalkFunc) ([]event.Socket, map[uint32]bool, error) {
 	own, err := OwnNetNS()
 	if err != nil {
 		return dst, nil, err
 	}
-	if dst, err = t.Sockets(dst); err != nil {
+	if dst, err = t.socketsFunc(dst, fn); err != nil {
 		return dst, nil, err
 	}
 	return dst, map[uint32]bool{own: true}, nil
@@ -244,33 +275,158 @@ func (t *Tracer) tcpIter() (*link.Iter, error) {
 	return it, nil
 }
 
-func (t *Tracer) readSockets(rd io.Reader, dst []event.Socket) ([]event.Socket, error) {
-	br := bufio.NewReaderSize(retryAgain{rd}, 1<<20)
-	var buf [event.SocketSize]byte
-	start := len(dst)
-	for {
-		if _, err := io.ReadFull(br, buf[:]); err != nil {
-			if errors.Is(err, io.EOF) {
-				return dst, t.joinOwners(dst[start:])
-			}
-			return dst, fmt.Errorf("read iter/tcp: %w", err)
-		}
-		dst = append(dst, event.Socket{})
-		if err := event.DecodeSocket(buf[:], &dst[len(dst)-1]); err != nil {
-			return dst[:len(dst)-1], err
-		}
+// walkChunk is how much of an iterator's output readSockets hands from the
+// reading thread to the decoding one at a time (a read() of an iterator
+// returns at most its seq_file buffer, 8 pages).
+const (
+	walkChunk   = 256 << 10
+	walkBuffers = 4
+)
+
+// readSockets reads an iter/tcp walk and decodes it into dst. The kernel
+// walks inside read(), so one goroutine only reads (a thread in the kernel
+// most of the time) while this one decodes what it read, joins owners and
+// hands the sockets to fn: on two CPUs the kernel's walk and the Go side
+// overlap instead of taking turns.
+func (t *Tracer) readSockets(rd io.Reader, dst []event.Socket, fn WalkFunc) ([]event.Socket, error) {
+	type chunk struct {
+		buf []byte // the whole buffer, to hand back
+		n   int    // bytes of whole records in it
 	}
+	var (
+		full    = make(chan chunk, walkBuffers) // never blocks: at most walkBuffers in flight
+		free    = make(chan []byte, walkBuffers)
+		quit    = make(chan struct{})
+		readErr error
+	)
+	for range walkBuffers {
+		free <- nil // allocated on first use: a small walk needs one
+	}
+	go func() {
+		defer close(full)
+		ra := retryAgain{rd}
+		var tail [event.SocketSize]byte // a record split between two buffers
+		nt := 0
+		for {
+			var buf []byte
+			select {
+			case buf = <-free:
+			case <-quit:
+				return
+			}
+			if buf == nil {
+				buf = make([]byte, walkChunk)
+			}
+			n := copy(buf, tail[:nt])
+			var err error
+			for n < len(buf) && err == nil {
+				var m int
+				m, err = ra.Read(buf[n:])
+				n += m
+			}
+			whole := n - n%event.SocketSize
+			nt = copy(tail[:], buf[whole:n])
+			if whole > 0 {
+				full <- chunk{buf, whole}
+			}
+			if err != nil {
+				if !errors.Is(err, io.EOF) {
+					readErr = fmt.Errorf("read iter/tcp: %w", err)
+				} else if nt != 0 {
+					readErr = fmt.Errorf("read iter/tcp: %w", io.ErrUnexpectedEOF)
+				}
+				return
+			}
+		}
+	}()
+
+	prefault(dst)
+	start := len(dst)
+	joined, shown := start, start
+	// pass joins owners into what was decoded since the last pass and shows
+	// it to fn; until listOwners's background read is done, only at the end.
+	pass := func(last bool) error {
+		if fn == nil && !last {
+			return nil
+		}
+		if !last && !t.ownersReady() {
+			return nil
+		}
+		if err := t.joinOwners(dst[joined:]); err != nil {
+			return err
+		}
+		joined = len(dst)
+		if fn != nil && shown < len(dst) {
+			fn(dst, shown)
+			shown = len(dst)
+		}
+		return nil
+	}
+	var err error
+	for c := range full {
+		if err == nil {
+			b := c.buf[:c.n]
+			dst = slices.Grow(dst, len(b)/event.SocketSize)
+			for ; len(b) >= event.SocketSize && err == nil; b = b[event.SocketSize:] {
+				dst = append(dst, event.Socket{})
+				if err = event.DecodeSocket(b, &dst[len(dst)-1]); err != nil {
+					dst = dst[:len(dst)-1]
+				}
+			}
+			if err == nil {
+				err = pass(false)
+			}
+			if err != nil {
+				close(quit) // the reader stops; drain what it sent
+			}
+		}
+		free <- c.buf
+	}
+	// full is closed: the reader is done and readErr is safe to read.
+	if err != nil {
+		return dst, err
+	}
+	if readErr != nil {
+		return dst, readErr
+	}
+	return dst, pass(true)
 }
 
-// socketCountHint estimates how many TCP sockets the caller's namespace
-// has, from /proc/net/sockstat{,6} (hashed full sockets and timewait
-// sockets), so that a walk of a million sockets does not grow its slice
-// twenty times. 0 if unknown: it is only a hint.
-func socketCountHint() int {
+// prefault has the kernel map the pages of dst's unused capacity, writable,
+// before the walk decodes into them. Fresh memory is otherwise mapped page by
+// page at first touch, and while the GC runs, its write barrier reads each
+// record before it is written: the read maps the shared zero page, the write
+// then replaces it, and that flushes the TLB of every CPU running this
+// process, an interrupt per 4 KiB (a tenth of a walk's time at 1M sockets).
+// Pages already mapped cost nothing. Best effort: MADV_POPULATE_WRITE is
+// Linux 5.14.
+func prefault(dst []event.Socket) {
+	spare := cap(dst) - len(dst)
+	if spare*event.SocketSize < 1<<20 {
+		return
+	}
+	full := dst[:cap(dst)]
+	base := unsafe.Pointer(&full[len(dst)])
+	size := uintptr(spare) * unsafe.Sizeof(full[0])
+	page := uintptr(os.Getpagesize())
+	skip := (page - uintptr(base)%page) % page
+	if size <= skip+page {
+		return
+	}
+	n := (size - skip) &^ (page - 1)
+	unix.Madvise(unsafe.Slice((*byte)(unsafe.Add(base, skip)), n), unix.MADV_POPULATE_WRITE)
+}
+
+// socketCountHint estimates how many TCP sockets a namespace has, from
+// sockstat{,6} in its /proc net directory (hashed full sockets and timewait
+// sockets; /proc/thread-self/net is the calling thread's namespace), so that
+// a walk of a million sockets does not grow its slice twenty times. 0 if
+// unknown: it is only a hint.
+func socketCountHint(dir string) int {
 	n := 0
 	for _, f := range [...]struct{ path, prefix string }{
-		{"/proc/net/sockstat", "TCP:"},
-		{"/proc/net/sockstat6", "TCP6:"},
+		{dir + "/sockstat", "TCP:"},
+		{dir + "/sockstat6", "TCP6:"},
 	} {
 		b, err := os.ReadFile(f.path)
 		if err != nil {

@@ -21,7 +21,7 @@ func (t *Table) ApplyBatch(evs []event.Event) {
 			t.stats.Applied++
 			t.stats.Rearms++
 			if t.syncing {
-				t.touched[e.Key()] = struct{}{}
+				t.touch(e.Key())
 			}
 			continue
 		}
@@ -50,7 +50,7 @@ func (t *Table) apply(e *event.Event) {
 	t.stats.Applied++
 	key := e.Key()
 	if t.syncing {
-		t.touched[key] = struct{}{}
+		t.touch(key)
 	}
 	switch e.Kind {
 	case event.Transition:
@@ -283,7 +283,7 @@ func (t *Table) recall(key uint64, kind event.SocketKind, e *event.Event) *stopM
 
 func (t *Table) restore(en *entry, m *stopMemo) {
 	en.since, en.seen = m.since, m.seen
-	en.flags = m.flags
+	en.flags = m.flags &^ fSeedPending
 	if m.hasOwner {
 		t.setOwner(en, &m.owner)
 		en.source = m.source

@@ -108,6 +108,7 @@ const (
 	fLastOwner    // owner held the socket last and does not now (timewait)
 	fSeedOnly     // known only from a seed walk: no event applied yet
 	fSinceUnknown // since is a lower bound (the seed time), not the entry time
+	fSeedPending  // merged by SyncPart in the current sync, no event since (meaningful only while parted)
 )
 
 // entry is one socket. 104 bytes, no pointers. A free slot has state 0.
@@ -241,6 +242,11 @@ type Table struct {
 
 	syncing bool
 	touched map[uint64]struct{}
+	// seedEmpty: the table was empty at BeginSync, so SyncPart may merge
+	// ahead of EndSync; parted: it did, and partRes counts what it merged.
+	seedEmpty, parted bool
+	partRes           SyncResult
+	partDups          map[uint64][2]int // sockets SyncPart met twice: copies counted changed, unchanged
 
 	memo     [memoN]stopMemo
 	memoNext int
