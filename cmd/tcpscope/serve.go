@@ -246,6 +246,10 @@ func runServe(ctx context.Context, f serveFlags, stderr io.Writer, listening fun
 			Name: "tcpscope_event_stream_dropped_events_total",
 			Help: "Events dropped for /api/v1/events clients that did not keep up.",
 		}, func() float64 { return float64(a.Dropped()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "tcpscope_api_rejected_requests_total",
+			Help: "Requests for /api/v1/sockets, closewait or timewait answered 503 because too many were waiting.",
+		}, func() float64 { return float64(a.Rejected()) }),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
