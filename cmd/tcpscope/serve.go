@@ -257,6 +257,9 @@ func runServe(ctx context.Context, f serveFlags, stderr io.Writer, listening fun
 	lv, err := live.Start(ctx, tr, tab, live.Options{
 		Notify: func(msg string) { log.Warn("table", "msg", msg) },
 		Event:  a.Publish,
+		// The API's answers and the host's other work must not starve
+		// the ring reader (TestServeBurst).
+		ReaderNice: readerNice,
 	})
 	if err != nil {
 		shutdown()
@@ -322,3 +325,6 @@ func webConfigSecured(path string) (bool, error) {
 	}
 	return c.TLSConfig.IsEnabled() || len(c.Users) > 0, nil
 }
+
+// readerNice is the ring reader thread's nice value in serve.
+const readerNice = -10
