@@ -1,10 +1,11 @@
 //go:build pressure
 
-// Built only with -tags pressure (make pressure): TestServeBurst fails today —
-// under 50 concurrent API clients, 10 event streams and a 4-worker churn on
-// 2 CPUs the ring reader falls behind and the tracer loses events (168k of
-// ~200k/s for a second, on a quiet VM), while the same churn alone loses
-// none. See README, Known issues.
+// Built only with -tags pressure (make pressure): TestServeBurst does not yet
+// pass reliably. Under 50 concurrent API clients, 10 event streams and a
+// 4-worker churn on 2 CPUs the ring reader falls behind and the tracer loses
+// events, while the same churn alone loses none. Bounding the heavy routes
+// and the reader's own priority cut the loss but not always to zero. See
+// README, Known issues.
 
 package main
 
@@ -161,10 +162,11 @@ func getValid(hc *http.Client, u string) error {
 	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(nil, 1<<20)
+	// json.Valid, not Unmarshal: 500 answers of 20 000 lines each, parsed
+	// on the agent's 2 CPUs, made the test last a minute.
 	for sc.Scan() {
-		var v any
-		if err := json.Unmarshal(sc.Bytes(), &v); err != nil {
-			return fmt.Errorf("bad JSON line %q: %v", sc.Text(), err)
+		if !json.Valid(sc.Bytes()) {
+			return fmt.Errorf("bad JSON line %q", sc.Text())
 		}
 	}
 	return sc.Err()

@@ -246,6 +246,10 @@ func runServe(ctx context.Context, f serveFlags, stderr io.Writer, listening fun
 			Name: "tcpscope_event_stream_dropped_events_total",
 			Help: "Events dropped for /api/v1/events clients that did not keep up.",
 		}, func() float64 { return float64(a.Dropped()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "tcpscope_api_rejected_requests_total",
+			Help: "Requests for /api/v1/sockets, closewait or timewait answered 503 because too many were waiting.",
+		}, func() float64 { return float64(a.Rejected()) }),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -253,6 +257,9 @@ func runServe(ctx context.Context, f serveFlags, stderr io.Writer, listening fun
 	lv, err := live.Start(ctx, tr, tab, live.Options{
 		Notify: func(msg string) { log.Warn("table", "msg", msg) },
 		Event:  a.Publish,
+		// The API's answers and the host's other work must not starve
+		// the ring reader (TestServeBurst).
+		ReaderNice: readerNice,
 	})
 	if err != nil {
 		shutdown()
@@ -318,3 +325,6 @@ func webConfigSecured(path string) (bool, error) {
 	}
 	return c.TLSConfig.IsEnabled() || len(c.Users) > 0, nil
 }
+
+// readerNice is the ring reader thread's nice value in serve.
+const readerNice = -10

@@ -106,6 +106,14 @@ type Options struct {
 	// and events, and lets them be filtered by ?container= (an id, a
 	// 12-digit prefix of one, or a systemd unit).
 	Cgroups *cgroup.Resolver
+
+	// MaxHeavy is how many answers of the heavy routes (sockets,
+	// closewait, timewait) are built at once (default 1), and MaxWaiting
+	// how many requests for them may wait (default 64; more get 503 with
+	// Retry-After). Requests with the same route and query that wait
+	// together share one answer. See heavy.go.
+	MaxHeavy   int
+	MaxWaiting int
 }
 
 // API is the HTTP handler set. Create it with New.
@@ -124,6 +132,14 @@ type API struct {
 	mu      sync.RWMutex
 	clients map[*client]struct{}
 	dropped atomic.Uint64 // events dropped for slow stream clients, all clients
+
+	// Heavy routes (heavy.go): slots bounds the answers being built,
+	// pending holds the answers not yet started, by route and query.
+	slots    chan struct{}
+	waiting  atomic.Int64
+	rejected atomic.Uint64
+	shareMu  sync.Mutex
+	pending  map[string]*answer
 }
 
 type client struct {
@@ -150,7 +166,14 @@ func New(opts Options) *API {
 	if opts.TimeWaitKeep <= 0 {
 		opts.TimeWaitKeep = time.Minute
 	}
-	return &API{opts: opts, clients: map[*client]struct{}{}, cwHist: map[cwQuery]*diag.CloseWaitHistory{}}
+	if opts.MaxHeavy <= 0 {
+		opts.MaxHeavy = 1
+	}
+	if opts.MaxWaiting <= 0 {
+		opts.MaxWaiting = 64
+	}
+	return &API{opts: opts, clients: map[*client]struct{}{}, cwHist: map[cwQuery]*diag.CloseWaitHistory{},
+		slots: make(chan struct{}, opts.MaxHeavy), pending: map[string]*answer{}}
 }
 
 // SetWalker sets the source of /api/v1/sockets once the tracer is loaded
@@ -330,27 +353,29 @@ func (a *API) sockets(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "not seeded yet"})
 		return
 	}
-	a.walkMu.Lock()
-	walker := a.opts.Walker
-	a.walkMu.Unlock()
-	socks, err := a.walk(walker, spec.NetNS)
-	if err != nil {
-		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
-		return
-	}
-	socks = slices.DeleteFunc(socks, func(s event.Socket) bool {
-		return (spec.NetNS != 0 && s.NetNS != spec.NetNS) ||
-			(spec.Port != 0 && s.Local.Port() != spec.Port && s.Remote.Port() != spec.Port) ||
-			(spec.PID != 0 && (!s.OwnerKnown || s.Owner.PID != spec.PID)) ||
-			(container != "" && (!s.OwnerKnown || !cgroup.Match(a.opts.Cgroups.Of(s.Owner.PID), container)))
+	a.heavy(w, r, func(w http.ResponseWriter) {
+		a.walkMu.Lock()
+		walker := a.opts.Walker
+		a.walkMu.Unlock()
+		socks, err := a.walk(walker, spec.NetNS)
+		if err != nil {
+			writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+			return
+		}
+		socks = slices.DeleteFunc(socks, func(s event.Socket) bool {
+			return (spec.NetNS != 0 && s.NetNS != spec.NetNS) ||
+				(spec.Port != 0 && s.Local.Port() != spec.Port && s.Remote.Port() != spec.Port) ||
+				(spec.PID != 0 && (!s.OwnerKnown || s.Owner.PID != spec.PID)) ||
+				(container != "" && (!s.OwnerKnown || !cgroup.Match(a.opts.Cgroups.Of(s.Owner.PID), container)))
+		})
+		rows := netstat.JoinRows(socks, a.opts.Table, a.seedMono.Load(), ktime.Now(), spec.States, true)
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		opts := netstat.Options{All: true, JSON: true, Wall: a.opts.Clock.Wall}
+		if a.opts.Cgroups != nil {
+			opts.Cgroup = a.opts.Cgroups.Of
+		}
+		netstat.Write(w, rows, opts)
 	})
-	rows := netstat.JoinRows(socks, a.opts.Table, a.seedMono.Load(), ktime.Now(), spec.States, true)
-	w.Header().Set("Content-Type", "application/x-ndjson")
-	opts := netstat.Options{All: true, JSON: true, Wall: a.opts.Clock.Wall}
-	if a.opts.Cgroups != nil {
-		opts.Cgroup = a.opts.Cgroups.Of
-	}
-	netstat.Write(w, rows, opts)
 }
 
 // walk reads the sockets of one network namespace (netns != 0) or of all.

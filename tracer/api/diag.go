@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -92,27 +93,29 @@ func (a *API) closeWait(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	var holders diag.Holders
-	if walker != nil {
-		hs, err := walker.Holders(event.StateMask(0).With(event.CloseWait))
-		if err != nil {
-			writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
-			return
-		}
-		holders = HoldersOf(hs)
-	}
-	rep := diag.CloseWait(a.opts.Table, diag.CloseWaitOptions{Now: ktime.Now(), MinAge: minAge, NetNS: spec.NetNS,
-		Holders: holders, Cmdline: a.opts.Cmdline, History: a.history(cwQuery{spec.NetNS, minAge})})
-	if threshold >= 0 {
-		over := 0
-		for _, p := range rep.Processes {
-			if p.Count > threshold {
-				over++
+	a.heavy(w, r, func(w http.ResponseWriter) {
+		var holders diag.Holders
+		if walker != nil {
+			hs, err := walker.Holders(event.StateMask(0).With(event.CloseWait))
+			if err != nil {
+				writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+				return
 			}
+			holders = HoldersOf(hs)
 		}
-		w.Header().Set(OverThresholdHeader, strconv.Itoa(over))
-	}
-	writeReport(w, rep)
+		rep := diag.CloseWait(a.opts.Table, diag.CloseWaitOptions{Now: ktime.Now(), MinAge: minAge, NetNS: spec.NetNS,
+			Holders: holders, Cmdline: a.opts.Cmdline, History: a.history(cwQuery{spec.NetNS, minAge})})
+		if threshold >= 0 {
+			over := 0
+			for _, p := range rep.Processes {
+				if p.Count > threshold {
+					over++
+				}
+			}
+			w.Header().Set(OverThresholdHeader, strconv.Itoa(over))
+		}
+		writeReport(w, rep)
+	})
 }
 
 // writeReport writes a report as the CLI's --json does (output.WriteJSON),
@@ -174,21 +177,32 @@ func (a *API) timeWait(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if walker != nil {
-		// What the kernel committed before the request belongs in it.
-		if err := walker.Barrier(r.Context()); err != nil {
-			return // the client went away
+	a.heavy(w, r, func(w http.ResponseWriter) {
+		if walker != nil {
+			// What the kernel committed before the request belongs in it.
+			// The answer is shared: not bounded by one client's context.
+			ctx, cancel := context.WithTimeout(context.Background(), barrierTimeout)
+			err := walker.Barrier(ctx)
+			cancel()
+			if err != nil {
+				writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "the tracer did not catch up: " + err.Error()})
+				return
+			}
 		}
-	}
-	opts := diag.TimeWaitOptions{Now: ktime.Now(), Window: interval, NetNS: spec.NetNS, WarnFraction: warn, TwReuse: -1}
-	if a.opts.PortRange != nil {
-		opts.PortRange, _ = a.opts.PortRange() // unknown: no exhaustion check, as the CLI
-	}
-	if a.opts.TwReuse != nil {
-		opts.TwReuse = a.opts.TwReuse()
-	}
-	writeReport(w, a.opts.TimeWait.Report(a.opts.Table, opts))
+		opts := diag.TimeWaitOptions{Now: ktime.Now(), Window: interval, NetNS: spec.NetNS, WarnFraction: warn, TwReuse: -1}
+		if a.opts.PortRange != nil {
+			opts.PortRange, _ = a.opts.PortRange() // unknown: no exhaustion check, as the CLI
+		}
+		if a.opts.TwReuse != nil {
+			opts.TwReuse = a.opts.TwReuse()
+		}
+		writeReport(w, a.opts.TimeWait.Report(a.opts.Table, opts))
+	})
 }
+
+// barrierTimeout bounds how long a timewait answer waits for the tracer to
+// pass what the kernel committed before it.
+const barrierTimeout = 10 * time.Second
 
 // Info is the body of /api/v1/info.
 type Info struct {

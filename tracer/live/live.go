@@ -8,11 +8,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/tcpscope/tcpscope/tracer/event"
 	"github.com/tcpscope/tcpscope/tracer/ktime"
@@ -50,6 +53,13 @@ type Options struct {
 	// costs a scan of all the host's sockets. Events of other namespaces
 	// are then ignored: the table holds only the caller's namespace.
 	OwnNetNSOnly bool
+	// ReaderNice, if not 0, is the nice value (-20 to 19) given to the
+	// thread that reads the ring buffer and applies events, which runs
+	// locked to it. A reader that gets less CPU than the events need
+	// loses them; a busy host (or the agent's own API work) must not
+	// take that CPU. Raising priority needs CAP_SYS_NICE; without it the
+	// thread keeps the process's.
+	ReaderNice int
 }
 
 // Live runs a tracer into a table.
@@ -104,6 +114,12 @@ func Start(ctx context.Context, src Source, tab *table.Table, opts Options) (*Li
 	l.seeding.Store(true)
 	tab.BeginSync()
 	go func() {
+		if opts.ReaderNice != 0 {
+			// Never unlocked: the thread ends with the goroutine, and its
+			// priority with it.
+			runtime.LockOSThread()
+			_ = unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), opts.ReaderNice)
+		}
 		l.runErr <- src.Run(ctx, sink{l})
 		close(l.done)
 	}()
