@@ -209,12 +209,27 @@ func runNetstat(ctx context.Context, f netstatFlags, stdout, stderr io.Writer) e
 	}
 	defer tr.Close()
 
+	if !f.continuous && !f.summary && !f.statistics {
+		// A one-shot socket list is one walk of our namespace, printed
+		// by the same code as -c. Seeding a table from it would add
+		// nothing: a socket no event was seen for is in its state at
+		// least since the walk, table or not.
+		mono := ktime.Now()
+		socks, err := tr.Sockets(nil)
+		if err != nil {
+			return err
+		}
+		out := &recordErr{w: stdout}
+		err = printSockets(out, socks, table.New(), mono, v)
+		if out.err != nil {
+			return outputError(out.err)
+		}
+		return err
+	}
+
 	tab := table.New()
 	lv, err := live.Start(ctx, tr, tab, live.Options{
 		Notify: func(msg string) { fmt.Fprintf(stderr, "tcpscope: %s\n", msg) },
-		// A one-shot socket list shows only our namespace; the summary and
-		// -s count the whole host, and -c keeps a table of it.
-		OwnNetNSOnly: !f.continuous && !f.summary && !f.statistics,
 	})
 	if err != nil {
 		return err
@@ -223,6 +238,7 @@ func runNetstat(ctx context.Context, f netstatFlags, stdout, stderr io.Writer) e
 		cancel()
 		lv.Wait()
 	}()
+	lv.TakeSeed() // views walk again at each print: free the seed's
 
 	render := func(w io.Writer) error {
 		switch {
@@ -231,7 +247,7 @@ func runNetstat(ctx context.Context, f netstatFlags, stdout, stderr io.Writer) e
 		case f.statistics:
 			return writeStatistics(w, tab)
 		}
-		return writeSockets(w, tr, tab, lv, v, !f.continuous)
+		return writeSockets(w, tr, tab, lv, v)
 	}
 	if !f.continuous {
 		// One print: straight to stdout (buffered by the writers), not
@@ -318,24 +334,23 @@ func outputError(err error) error {
 // writeSockets prints the sockets of our network namespace, as netstat
 // does: the kernel's current view (a walk, for Recv-Q, Send-Q and timers)
 // joined with the table (how long each socket has been in its state).
-func writeSockets(w io.Writer, tr *loader.Tracer, tab *table.Table, lv *live.Live, v netstatView, oneShot bool) error {
-	var socks []event.Socket
-	if seed := lv.TakeSeed(); oneShot && seed != nil {
-		// The seed walk just read every namespace: keep ours.
-		own, err := ownNetNS()
-		if err != nil {
-			return err
-		}
-		socks = slices.DeleteFunc(seed, func(s event.Socket) bool { return s.NetNS != own })
-	} else {
-		var err error
-		if socks, err = tr.Sockets(nil); err != nil {
-			return err
-		}
+// writeSockets prints -c's view: a walk at print time (Recv-Q, Send-Q and
+// timers as the kernel has them now), ages from the table.
+func writeSockets(w io.Writer, tr *loader.Tracer, tab *table.Table, lv *live.Live, v netstatView) error {
+	socks, err := tr.Sockets(nil)
+	if err != nil {
+		return err
 	}
+	return printSockets(w, socks, tab, lv.SeedMono(), v)
+}
+
+// printSockets prints a walk's sockets in the view's format, with ages from
+// tab; sockets tab has seen no event for are in their state at least since
+// seedMono.
+func printSockets(w io.Writer, socks []event.Socket, tab *table.Table, seedMono uint64, v netstatView) error {
 	// Only these print ages; the table lookup costs a cache miss a row.
 	needAge := v.opts.Age || v.opts.JSON || v.sortBy == "age"
-	rows := netstat.JoinRows(socks, tab, lv.SeedMono(), ktime.Now(), v.states, needAge)
+	rows := netstat.JoinRows(socks, tab, seedMono, ktime.Now(), v.states, needAge)
 	sortRows(rows, v.sortBy)
 	opts := v.opts
 	if opts.Program && !opts.JSON {
