@@ -85,7 +85,31 @@ type Live struct {
 	lastSnap     []event.Socket // the last walk (aliases walkBuf)
 	done         chan struct{}
 	wg           sync.WaitGroup
+
+	batch []event.Event // the reader's current batch (reader goroutine only)
+	q     applyQueue
 }
+
+// applyQueue hands the reader's batches to the goroutine that applies them
+// to the table, so that the ring buffer reader never waits for the table's
+// lock: an API answer or a walk's merge may hold it for a long time, and a
+// reader that waits loses events once the ring is full. Batches wait here
+// instead, up to maxPending events.
+type applyQueue struct {
+	mu      sync.Mutex
+	cond    *sync.Cond // broadcast when the applier takes or finishes a batch
+	pending []event.Event
+	spare   []event.Event
+	queued  uint64 // batches handed over
+	applied uint64 // batches applied (all of the first `applied`)
+	stopped bool   // the applier has ended
+	wake    chan struct{}
+}
+
+// maxPending bounds the events waiting for the table (about 200 bytes
+// each; at the churn this machine makes, about 0.7 s of events). Past it
+// the reader waits for the applier, and the ring buffer takes the rest.
+const maxPending = 1 << 18
 
 // Start begins consuming events into tab, then seeds it with a walk of the
 // kernel's socket tables, merging so that a socket that changes during the
@@ -111,8 +135,11 @@ func Start(ctx context.Context, src Source, tab *table.Table, opts Options) (*Li
 		}
 		l.ownNS = ns
 	}
+	l.q.cond = sync.NewCond(&l.q.mu)
+	l.q.wake = make(chan struct{}, 1)
 	l.seeding.Store(true)
 	tab.BeginSync()
+	l.wg.Go(l.applyLoop)
 	go func() {
 		if opts.ReaderNice != 0 {
 			// Never unlocked: the thread ends with the goroutine, and its
@@ -204,6 +231,7 @@ func (l *Live) sync(ctx context.Context) error {
 		l.tab.EndSync(nil, mono, map[uint32]bool{})
 		return err
 	}
+	l.waitApplied() // the events the reader passed before the barrier
 	// (A namespace dropped from snap after a failed read may have shrunk it
 	// below what was merged.)
 	l.tab.EndSync(snap[min(merged, len(snap)):], mono, walked)
@@ -324,14 +352,87 @@ func (s sink) Event(e *event.Event) {
 	if s.l.ownNS != 0 && e.NetNS != s.l.ownNS {
 		return
 	}
-	s.l.tab.Apply(e)
-	if s.l.opts.Event != nil {
-		s.l.opts.Event(e)
+	s.l.batch = append(s.l.batch, *e)
+}
+
+// Drained hands the batch to the applier (applyLoop).
+func (s sink) Drained() {
+	l := s.l
+	if len(l.batch) == 0 {
+		return
+	}
+	q := &l.q
+	q.mu.Lock()
+	for len(q.pending) >= maxPending && !q.stopped {
+		q.cond.Wait()
+	}
+	q.pending = append(q.pending, l.batch...)
+	q.queued++
+	q.mu.Unlock()
+	l.batch = l.batch[:0]
+	select {
+	case q.wake <- struct{}{}:
+	default:
 	}
 }
 
-func (s sink) Drained() {
-	l := s.l
+// applyLoop applies the reader's batches to the table, in order, shows
+// them to Options.Event, and checks that they matched the table. It ends
+// when the reader has stopped and everything it handed over is applied.
+func (l *Live) applyLoop() {
+	q := &l.q
+	for {
+		var stop bool
+		select {
+		case <-q.wake:
+		case <-l.done:
+			stop = true
+		}
+		q.mu.Lock()
+		take, gen := q.pending, q.queued
+		q.pending, q.spare = q.spare[:0], nil
+		q.cond.Broadcast() // room for a reader that waits
+		q.mu.Unlock()
+
+		if len(take) > 0 {
+			l.tab.ApplyBatch(take)
+			if l.opts.Event != nil {
+				for i := range take {
+					l.opts.Event(&take[i])
+				}
+			}
+			l.checkMismatches()
+		}
+
+		q.mu.Lock()
+		if cap(take) <= 1<<14 { // keep a batch's memory, not a long wait's
+			q.spare = take[:0]
+		}
+		q.applied = gen
+		q.stopped = stop
+		q.cond.Broadcast()
+		q.mu.Unlock()
+		if stop {
+			return
+		}
+	}
+}
+
+// waitApplied returns once every batch handed over before the call is in
+// the table (or the applier has ended).
+func (l *Live) waitApplied() {
+	q := &l.q
+	q.mu.Lock()
+	target := q.queued
+	for q.applied < target && !q.stopped {
+		q.cond.Wait()
+	}
+	q.mu.Unlock()
+}
+
+// checkMismatches asks for a resync, at most every 100 ms, when events
+// stopped matching the table (applier goroutine only).
+func (l *Live) checkMismatches() {
 	if now := time.Now(); now.Sub(l.lastCheck) >= 100*time.Millisecond && !l.seeding.Load() {
 		l.lastCheck = now
 		st := l.tab.Stats()

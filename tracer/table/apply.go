@@ -15,6 +15,24 @@ func (t *Table) Apply(e *event.Event) {
 // with the same tuple (a timer re-arm) is applied as the start alone.
 func (t *Table) ApplyBatch(evs []event.Event) {
 	t.mu.Lock()
+	t.applyBatch(evs)
+	t.mu.Unlock()
+}
+
+// TryApplyBatch is ApplyBatch if the table's lock is free at once, and
+// otherwise leaves the table alone and returns false: for a caller that has
+// better things to do than wait for a reader of the table (the ring buffer
+// reader, which loses events while it waits).
+func (t *Table) TryApplyBatch(evs []event.Event) bool {
+	if !t.mu.TryLock() {
+		return false
+	}
+	t.applyBatch(evs)
+	t.mu.Unlock()
+	return true
+}
+
+func (t *Table) applyBatch(evs []event.Event) {
 	for i := range evs {
 		e := &evs[i]
 		if (e.Kind == event.TimewaitStop || e.Kind == event.RequestStop) && rearmFollows(evs[i+1:], e) {
@@ -28,7 +46,6 @@ func (t *Table) ApplyBatch(evs []event.Event) {
 		t.apply(e)
 	}
 	t.publish()
-	t.mu.Unlock()
 }
 
 func rearmFollows(next []event.Event, stop *event.Event) bool {
