@@ -12,6 +12,8 @@
  * processing, timers) runs in softirq, where "current" is whoever was
  * interrupted -- on loopback, usually the peer. So the owner is learned in
  * process context, kept per socket in `socks`, and stamped on every event.
+ * accept() is an owner context too: its exit resolves the returned fd to
+ * the socket and writes the acceptor into the socket's entry.
  */
 #include "kernel_types.h"
 #include <linux/bpf.h>
@@ -58,7 +60,7 @@ enum owner_src {
 #define EV_OWNER_KNOWN 0x1
 #define EV_PREV_KNOWN 0x2  /* prev_ns is valid */
 #define EV_RECOVERED 0x4   /* emitted by the nested-run recovery program */
-#define EV_UNTRACKED 0x8   /* no memory for socket storage: owner and age not kept */
+#define EV_UNTRACKED 0x8   /* no room in `socks`: owner and age not kept */
 
 /* One record per transition. Layout is part of the Go decoder's contract
  * (tracer/event): fixed size, naturally aligned, no implicit padding. */
@@ -170,7 +172,7 @@ struct owner_rec {
 
 /* Per-socket state kept between transitions. */
 struct sock_info {
-	__u64 cookie;   /* in `accepted`: the socket's cookie, 0 if not generated yet */
+	__u64 cookie;   /* the socket's; 0 = not known yet (an entry accept made) */
 	__u64 since_ns; /* when the socket entered its current state, 0 = unknown */
 	__u32 pid;
 	__u32 tid;
@@ -215,7 +217,7 @@ struct claims {
 enum stat_index {
 	STAT_RINGBUF_DROPS = 0, /* bpf_ringbuf_reserve failed: event lost */
 	STAT_RECOVERED = 1,     /* firings handled by the recovery program */
-	STAT_UNTRACKED = 2,     /* socket storage or `accepted` could not be allocated */
+	STAT_UNTRACKED = 2,     /* no room in `socks` for a socket's entry */
 	STAT_TRANSITIONS = 3,   /* TCP transitions seen (emitted or filtered) */
 	STAT_WAKEUPS = 4,       /* forced reader wakeups */
 	STAT_MAX,
@@ -227,29 +229,21 @@ struct {
 	__uint(max_entries, 1 << 23);
 } events SEC(".maps");
 
-/* Per-socket owner and state-entry time, in socket-local storage: found in
- * O(1) from the socket, freed by the kernel with the socket, no size limit.
- * Created by the state programs on a socket's first transition and by the
- * iter/task_file seed. */
-struct {
-	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct sock_info);
-} socks SEC(".maps");
-
-/* key: struct sock address; value: the process accept() returned it to.
- * Inserted by the accept exit programs (syscall tracepoints cannot reach
- * socket-local storage); moved into `socks` and deleted by the state
- * programs at the socket's next transition. The cookie guards against a
- * reused address. Size set by the loader. */
+/* key: struct sock address; value: the socket's owner and state-entry
+ * time. Inserted by the state programs at a socket's first transition and
+ * by the accept exit programs; deleted by the state programs at the
+ * socket's transition to CLOSE (every full socket ends with one). The
+ * cookie in the value tells a reused address from the same socket. A hash
+ * that allocates from BPF's per-CPU caches: socket-local storage, which
+ * kmallocs and frees under two locks per socket, cost ~8% of the loopback
+ * churn rate more (measured, 2026-12-05). Size set by the loader. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 1 << 18);
+	__uint(max_entries, 1 << 20);
 	__type(key, __u64);
 	__type(value, struct sock_info);
-} accepted SEC(".maps");
+} socks SEC(".maps");
 
 /* key: (netns, local port) of a listening socket; value: its owner.
  * Inserted on CLOSE->LISTEN and by the seed; deleted on LISTEN->CLOSE by the
@@ -442,6 +436,28 @@ static __always_inline struct sock *tcp_sock_of(struct sock *sk)
 	return NULL;
 }
 
+/* The entry of the socket at skaddr in `socks`, made if missing. An entry
+ * of an earlier socket at the same address (whose CLOSE was not seen) is
+ * reset; one made by accept before the cookie was known takes it. NULL when
+ * the map is full. */
+static __always_inline struct sock_info *sock_info_of(__u64 skaddr, __u64 cookie)
+{
+	struct sock_info *info = bpf_map_lookup_elem(&socks, &skaddr);
+
+	if (info) {
+		if (info->cookie == cookie)
+			return info;
+		if (!info->cookie) {
+			info->cookie = cookie;
+			return info;
+		}
+	}
+	struct sock_info fresh = {.cookie = cookie};
+	if (bpf_map_update_elem(&socks, &skaddr, &fresh, BPF_ANY))
+		return NULL;
+	return bpf_map_lookup_elem(&socks, &skaddr);
+}
+
 static __always_inline int handle_transition(const struct sock *sk, int oldstate, int newstate,
 					     bool recovered)
 {
@@ -466,8 +482,9 @@ static __always_inline int handle_transition(const struct sock *sk, int oldstate
 	__u8 flags = 0;
 	__u64 prev_ns = 0;
 
-	struct sock_info fresh = {};
-	struct sock_info *info = bpf_sk_storage_get(&socks, (void *)sk, NULL, BPF_SK_STORAGE_GET_F_CREATE);
+	struct sock_info fresh = {.cookie = cookie};
+	struct sock_info *info = sock_info_of(skaddr, cookie);
+	bool tracked = info;
 	if (!info) {
 		info = &fresh;
 		flags |= EV_UNTRACKED;
@@ -477,21 +494,6 @@ static __always_inline int handle_transition(const struct sock *sk, int oldstate
 		flags |= EV_PREV_KNOWN;
 	}
 	info->since_ns = now;
-
-	/* Returned by accept() since the last transition? */
-	if (info->owner_src != OWNER_SYSCALL && info->owner_src != OWNER_ACCEPT) {
-		struct sock_info *acc = bpf_map_lookup_elem(&accepted, &skaddr);
-		if (acc) {
-			if (!acc->cookie || acc->cookie == cookie) {
-				info->pid = acc->pid;
-				info->tid = acc->tid;
-				__builtin_memcpy(info->comm, acc->comm, sizeof(info->comm));
-				info->owner_src = OWNER_ACCEPT;
-				info->fd1 = acc->fd1;
-			}
-			bpf_map_delete_elem(&accepted, &skaddr);
-		}
-	}
 
 	if (in_owner_context(oldstate, newstate) && !(task->flags & PF_KTHREAD)) {
 		if (info->pid != pid_tgid >> 32)
@@ -572,14 +574,18 @@ static __always_inline int handle_transition(const struct sock *sk, int oldstate
 		}
 	}
 
-	if (!e)
-		return 0;
-	if (info->owner_src != OWNER_NONE)
-		flags |= EV_OWNER_KNOWN;
-	if (recovered)
-		flags |= EV_RECOVERED;
-	e->flags = flags;
-	submit(e);
+	if (e) {
+		if (info->owner_src != OWNER_NONE)
+			flags |= EV_OWNER_KNOWN;
+		if (recovered)
+			flags |= EV_RECOVERED;
+		e->flags = flags;
+		submit(e);
+	}
+	/* Every full socket ends with a transition to CLOSE (a timewait
+	 * socket that takes over has no entry). */
+	if (newstate == TCP_CLOSE && tracked)
+		bpf_map_delete_elem(&socks, &skaddr);
 	return 0;
 }
 
@@ -649,16 +655,23 @@ static __always_inline int on_accept_exit(long fd)
 
 	__u64 skaddr = (__u64)sk;
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct sock_info acc = {
-		.cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter),
-		.pid = pid_tgid >> 32,
-		.tid = (__u32)pid_tgid,
-		.owner_src = OWNER_ACCEPT,
-		.fd1 = fd + 1,
-	};
-	bpf_get_current_comm(acc.comm, sizeof(acc.comm));
-	if (bpf_map_update_elem(&accepted, &skaddr, &acc, BPF_ANY))
-		stat_inc(STAT_UNTRACKED);
+	/* 0 if no transition of the socket was traced yet: its next one
+	 * fills it in. */
+	__u64 cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+	struct sock_info *info = bpf_map_lookup_elem(&socks, &skaddr);
+	if (!info || (cookie && info->cookie && info->cookie != cookie)) {
+		struct sock_info fresh = {.cookie = cookie};
+		if (bpf_map_update_elem(&socks, &skaddr, &fresh, BPF_ANY) ||
+		    !(info = bpf_map_lookup_elem(&socks, &skaddr))) {
+			stat_inc(STAT_UNTRACKED);
+			return 0;
+		}
+	}
+	info->pid = pid_tgid >> 32;
+	info->tid = (__u32)pid_tgid;
+	bpf_get_current_comm(info->comm, sizeof(info->comm));
+	info->owner_src = OWNER_ACCEPT;
+	info->fd1 = fd + 1;
 	return 0;
 }
 
@@ -879,8 +892,9 @@ static __always_inline void fill_full(struct sock_rec *r, struct tcp_sock *tp)
 
 	/* Owners of sockets that predate the tracer are joined in user space
 	 * (list_owners). */
-	struct sock_info *info = bpf_sk_storage_get(&socks, sk, NULL, 0);
-	if (!info)
+	__u64 skaddr = (__u64)sk;
+	struct sock_info *info = bpf_map_lookup_elem(&socks, &skaddr);
+	if (!info || (info->cookie && info->cookie != r->cookie))
 		return;
 	r->since_ns = info->since_ns;
 	if (info->owner_src != OWNER_NONE) {

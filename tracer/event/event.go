@@ -42,7 +42,7 @@ const (
 	// Recovered: the main BPF program was busy on this CPU when the
 	// tracepoint fired again; the recovery program emitted the event.
 	Recovered Flags = 0x4
-	// Untracked: the kernel could not allocate socket-local storage, so
+	// Untracked: the BPF socket map was full (or out of memory), so
 	// neither owner nor state age are kept for this socket.
 	Untracked Flags = 0x8
 )

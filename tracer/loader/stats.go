@@ -17,8 +17,9 @@ type Stats struct {
 	// RecoveryMisses counts firings the recovery program was skipped for;
 	// harmless, since the main program handled those.
 	RecoveryMisses uint64
-	// Untracked counts sockets whose socket storage, or whose entry in the
-	// accept hand-over map, could not be allocated.
+	// Untracked counts transitions and accepts that found no room for the
+	// socket's entry in the BPF socket map (Config.MaxSockets): their
+	// owner and state age are not kept.
 	Untracked uint64
 	// Wakeups counts reader wakeups forced by the BPF side.
 	Wakeups uint64

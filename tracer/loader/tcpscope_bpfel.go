@@ -161,7 +161,6 @@ type tcpscopeTimerEvent struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	tcpscopeMapAccepted             = "accepted"
 	tcpscopeMapClaims               = "claims"
 	tcpscopeMapEvents               = "events"
 	tcpscopeMapHolderStates         = "holder_states"
@@ -259,7 +258,6 @@ type tcpscopeProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcpscopeMapSpecs struct {
-	Accepted     *ebpf.MapSpec `ebpf:"accepted"`
 	Claims       *ebpf.MapSpec `ebpf:"claims"`
 	Events       *ebpf.MapSpec `ebpf:"events"`
 	HolderStates *ebpf.MapSpec `ebpf:"holder_states"`
@@ -311,7 +309,6 @@ func (o *tcpscopeObjects) Close() error {
 //
 // It can be passed to loadTcpscopeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcpscopeMaps struct {
-	Accepted     *ebpf.Map `ebpf:"accepted"`
 	Claims       *ebpf.Map `ebpf:"claims"`
 	Events       *ebpf.Map `ebpf:"events"`
 	HolderStates *ebpf.Map `ebpf:"holder_states"`
@@ -323,7 +320,6 @@ type tcpscopeMaps struct {
 
 func (m *tcpscopeMaps) Close() error {
 	return _TcpscopeClose(
-		m.Accepted,
 		m.Claims,
 		m.Events,
 		m.HolderStates,

@@ -25,9 +25,10 @@ import (
 type Config struct {
 	// RingBytes is the ring buffer size, a power of two (default 8 MiB).
 	RingBytes int
-	// MaxSockets bounds how many accepted sockets may wait for their next
-	// transition to pick up their acceptor as owner (default 262144).
-	// Per-socket state itself lives in socket-local storage, unbounded.
+	// MaxSockets bounds how many sockets the BPF side keeps an owner and
+	// a state-entry time for (default 1048576; ~16 bytes each up front,
+	// ~130 more per socket in use). Sockets past it are traced without
+	// (Stats.Untracked counts them).
 	MaxSockets int
 	// Batch is how long the reader lets events accumulate before reading
 	// them when events are flowing (default 2ms). A quiet ring wakes the
@@ -75,7 +76,7 @@ type KernelFilter struct {
 
 const (
 	defaultRingBytes  = 8 << 20
-	defaultMaxSockets = 1 << 18
+	defaultMaxSockets = 1 << 20
 	defaultBatch      = 2 * time.Millisecond
 	// While asleep the reader still wakes this often to refresh loss counters.
 	idleWake = 250 * time.Millisecond
@@ -224,7 +225,7 @@ func (t *Tracer) load() error {
 		return fmt.Errorf("parse BPF object: %w", err)
 	}
 	spec.Maps["events"].MaxEntries = uint32(t.cfg.RingBytes)
-	spec.Maps["accepted"].MaxEntries = uint32(t.cfg.MaxSockets)
+	spec.Maps["socks"].MaxEntries = uint32(t.cfg.MaxSockets)
 
 	f := t.cfg.Filter
 	vars := []struct {
