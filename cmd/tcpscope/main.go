@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"runtime/pprof"
 
 	"github.com/spf13/cobra"
@@ -121,9 +122,25 @@ each socket and how long it spent in its previous state.`,
 		}
 		return nil
 	}
+	// Hidden: the live heap at the end of the run (go tool pprof).
+	var memProfile string
+	root.PersistentFlags().StringVar(&memProfile, "memprofile", "", "write a heap profile at exit to this file")
+	root.PersistentFlags().MarkHidden("memprofile")
 	root.PersistentPostRunE = func(cmd *cobra.Command, args []string) error {
 		if stopProfile != nil {
 			stopProfile()
+		}
+		if memProfile == "" {
+			return nil
+		}
+		f, err := os.Create(memProfile)
+		if err != nil {
+			return fmt.Errorf("--memprofile: %w", err)
+		}
+		defer f.Close()
+		runtime.GC() // the live heap, not the garbage
+		if err := pprof.WriteHeapProfile(f); err != nil {
+			return fmt.Errorf("--memprofile: %w", err)
 		}
 		return nil
 	}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -250,7 +251,10 @@ func runServe(ctx context.Context, f serveFlags, stderr io.Writer, listening fun
 			Name: "tcpscope_api_rejected_requests_total",
 			Help: "Requests for /api/v1/sockets, closewait or timewait answered 503 because too many were waiting.",
 		}, func() float64 { return float64(a.Rejected()) }),
-		collectors.NewGoCollector(),
+		// go_gc_heap_live_bytes too: the heap the last GC found live,
+		// which a soak can compare without counting garbage.
+		collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(
+			collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/gc/heap/live:bytes$`)})),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	a.SetWalker(tr)

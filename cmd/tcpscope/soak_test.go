@@ -18,9 +18,10 @@ import (
 // `make soak` sets it (SOAK=10m, overridable).
 const soakEnv = "TCPSCOPE_SOAK"
 
-// Growth allowed between minute 1 and the end. The heap is compared by its
-// lowest sample in a 20 s window (the live heap after a GC), since one
-// sample may fall anywhere in a GC cycle.
+// Growth allowed between minute 1 and the end. The heap is the live heap
+// the last GC marked (go_gc_heap_live_bytes: no garbage, which
+// heap_alloc counts and a large API answer leaves plenty of), compared by
+// its lowest sample in a 20 s window.
 const (
 	soakHeapFactor   = 1.25
 	soakHeapSlack    = 4 << 20 // bytes
@@ -79,7 +80,7 @@ func TestSoak(t *testing.T) {
 	sample := func() {
 		m := scrape(t, s.base, "")
 		samples = append(samples, soakSample{
-			at: time.Since(start), heap: m["go_memstats_heap_alloc_bytes"], rss: m["process_resident_memory_bytes"],
+			at: time.Since(start), heap: m["go_gc_heap_live_bytes"], rss: m["process_resident_memory_bytes"],
 			goroutines: m["go_goroutines"], fds: m["process_open_fds"], lost: m["tcpscope_lost_events_total"],
 		})
 	}
