@@ -9,7 +9,7 @@ APT_NEEDS := clang-14:clang-14 llvm-strip-14:llvm-14 /usr/include/bpf/bpf_helper
 	/usr/include/x86_64-linux-gnu/asm/types.h:linux-libc-dev bpftool:bpftool ss:iproute2 \
 	netstat:net-tools bpftrace:bpftrace tmux:tmux promtool:prometheus
 FUZZTIME ?= 10s
-# make soak: how long (at least 2m; minute 1 is the baseline)
+# make soak: how long (at least 5m; minute 3 is the baseline)
 SOAK ?= 10m
 # e.g. BENCH_ARGS="-wait-quiet 30s" on a shared machine
 BENCH_ARGS ?=

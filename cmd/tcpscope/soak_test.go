@@ -18,15 +18,21 @@ import (
 // `make soak` sets it (SOAK=10m, overridable).
 const soakEnv = "TCPSCOPE_SOAK"
 
-// Growth allowed between minute 1 and the end. The heap is the live heap
-// the last GC marked (go_gc_heap_live_bytes: no garbage, which
+// Growth allowed between the baseline and the end. The heap is the live
+// heap the last GC marked (go_gc_heap_live_bytes: no garbage, which
 // heap_alloc counts and a large API answer leaves plenty of), compared by
-// its lowest sample in a 20 s window.
+// its lowest sample in a 20 s window. The baseline is minute 3: what the
+// agent holds grows for the first two minutes by design (TIME_WAIT sockets
+// live 60 s, the TIME_WAIT tracker keeps 60 s of entries, the table's slabs
+// reach the peak population): in the 10-minute soak of 2026-12-06 the live
+// heap was 13.6 MiB at minute 1, 30.8 at minute 3 and 30.8-31.0 from there
+// to minute 10. Minute 1 is logged too.
 const (
 	soakHeapFactor   = 1.25
 	soakHeapSlack    = 4 << 20 // bytes
-	soakGoroutineMax = 5       // more goroutines than at minute 1
-	soakFDMax        = 5       // more open fds than at minute 1
+	soakGoroutineMax = 5       // more goroutines than at the baseline
+	soakFDMax        = 5       // more open fds than at the baseline
+	soakWarmup       = 3 * time.Minute
 )
 
 type soakSample struct {
@@ -38,15 +44,15 @@ type soakSample struct {
 // TestSoak runs `tcpscope serve` against a bounded churn plus held
 // connections in a test namespace for TCPSCOPE_SOAK, with API and stream
 // clients coming and going; at the end per-state counts equal ss, and heap,
-// goroutines and fds have not grown since minute 1 beyond the tolerances.
+// goroutines and fds have not grown since minute 3 beyond the tolerances.
 func TestSoak(t *testing.T) {
 	v := os.Getenv(soakEnv)
 	if v == "" {
 		v = "10m"
 	}
 	length, err := time.ParseDuration(v)
-	if err != nil || length < 2*time.Minute {
-		t.Fatalf("%s=%q: want a duration of at least 2m (minute 1 is the baseline)", soakEnv, v)
+	if err != nil || length < soakWarmup+2*time.Minute {
+		t.Fatalf("%s=%q: want a duration of at least 5m (minute 3 is the baseline)", soakEnv, v)
 	}
 	needNetstatTools(t)
 	ns := newNS(t, "robust-soak")
@@ -126,22 +132,24 @@ func TestSoak(t *testing.T) {
 		return w
 	}
 	end := samples[len(samples)-1].at
-	base := window(50*time.Second, 70*time.Second)
+	min1 := window(50*time.Second, 70*time.Second)
+	base := window(soakWarmup-10*time.Second, soakWarmup+10*time.Second)
 	fin := window(end-20*time.Second, end)
 	if base.heap < 0 || fin.heap < 0 {
-		t.Fatalf("no samples around minute 1 or the end (%d samples)", len(samples))
+		t.Fatalf("no samples around minute 3 or the end (%d samples)", len(samples))
 	}
-	t.Logf("minute 1: heap %.2f MiB (lowest in 50-70 s), rss %.1f MiB, goroutines %v, fds %v", base.heap/(1<<20), base.rss/(1<<20), base.goroutines, base.fds)
+	t.Logf("minute 1: heap %.2f MiB (lowest in 50-70 s), rss %.1f MiB, goroutines %v, fds %v", min1.heap/(1<<20), min1.rss/(1<<20), min1.goroutines, min1.fds)
+	t.Logf("minute 3: heap %.2f MiB (lowest in 170-190 s), rss %.1f MiB, goroutines %v, fds %v", base.heap/(1<<20), base.rss/(1<<20), base.goroutines, base.fds)
 	t.Logf("end %v: heap %.2f MiB (lowest in the last 20 s), rss %.1f MiB, goroutines %v, fds %v; lost events %v (host-wide)",
 		end.Round(time.Second), fin.heap/(1<<20), fin.rss/(1<<20), fin.goroutines, fin.fds, fin.lost)
 	if limit := base.heap*soakHeapFactor + soakHeapSlack; fin.heap > limit {
-		t.Errorf("heap grew: %.2f MiB at the end, %.2f MiB at minute 1 (limit %.2f MiB)", fin.heap/(1<<20), base.heap/(1<<20), limit/(1<<20))
+		t.Errorf("heap grew: %.2f MiB at the end, %.2f MiB at minute 3 (limit %.2f MiB)", fin.heap/(1<<20), base.heap/(1<<20), limit/(1<<20))
 	}
 	if fin.goroutines > base.goroutines+soakGoroutineMax {
-		t.Errorf("goroutines grew: %v at the end, %v at minute 1", fin.goroutines, base.goroutines)
+		t.Errorf("goroutines grew: %v at the end, %v at minute 3", fin.goroutines, base.goroutines)
 	}
 	if fin.fds > base.fds+soakFDMax {
-		t.Errorf("fds grew: %v at the end, %v at minute 1", fin.fds, base.fds)
+		t.Errorf("fds grew: %v at the end, %v at minute 3", fin.fds, base.fds)
 	}
 	got := agreeWithSS(t, ns, "/api/v1/summary", 30*time.Second, func() map[string]int { return s.summary(t, ino) })
 	t.Logf("end: %d cycles, %d connections; agent and ss agree: %v", cycles, totalConns, got)
