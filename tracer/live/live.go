@@ -54,8 +54,8 @@ type Options struct {
 	// are then ignored: the table holds only the caller's namespace.
 	OwnNetNSOnly bool
 	// ReaderNice, if not 0, is the nice value (-20 to 19) given to the
-	// thread that reads the ring buffer and applies events, which runs
-	// locked to it. A reader that gets less CPU than the events need
+	// threads that read the ring buffer and apply events, which run
+	// locked to them. A reader that gets less CPU than the events need
 	// loses them; a busy host (or the agent's own API work) must not
 	// take that CPU. Raising priority needs CAP_SYS_NICE; without it the
 	// thread keeps the process's.
@@ -139,7 +139,15 @@ func Start(ctx context.Context, src Source, tab *table.Table, opts Options) (*Li
 	l.q.wake = make(chan struct{}, 1)
 	l.seeding.Store(true)
 	tab.BeginSync()
-	l.wg.Go(l.applyLoop)
+	l.wg.Go(func() {
+		if opts.ReaderNice != 0 {
+			// The applier is the reader's other half: events wait
+			// for it as they would for the reader.
+			runtime.LockOSThread()
+			_ = unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), opts.ReaderNice)
+		}
+		l.applyLoop()
+	})
 	go func() {
 		if opts.ReaderNice != 0 {
 			// Never unlocked: the thread ends with the goroutine, and its
@@ -366,10 +374,17 @@ func (s sink) Drained() {
 	for len(q.pending) >= maxPending && !q.stopped {
 		q.cond.Wait()
 	}
-	q.pending = append(q.pending, l.batch...)
+	if len(q.pending) == 0 {
+		// The applier has taken everything: hand the batch over without
+		// a copy. Each buffer is in one place at a time (batch, pending,
+		// spare, or the applier's hands).
+		q.pending, l.batch = l.batch, q.pending[:0]
+	} else {
+		q.pending = append(q.pending, l.batch...)
+		l.batch = l.batch[:0]
+	}
 	q.queued++
 	q.mu.Unlock()
-	l.batch = l.batch[:0]
 	select {
 	case q.wake <- struct{}{}:
 	default:
