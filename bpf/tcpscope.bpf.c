@@ -438,14 +438,15 @@ static __always_inline struct sock *tcp_sock_of(struct sock *sk)
 
 /* The entry of the socket at skaddr in `socks`, made if missing. An entry
  * of an earlier socket at the same address (whose CLOSE was not seen) is
- * reset; one made by accept before the cookie was known takes it. NULL when
- * the map is full. */
+ * reset; one made before the cookie was known takes it. cookie 0 (not
+ * known yet: accept before any traced transition) takes whatever entry is
+ * there. NULL when the map is full. */
 static __always_inline struct sock_info *sock_info_of(__u64 skaddr, __u64 cookie)
 {
 	struct sock_info *info = bpf_map_lookup_elem(&socks, &skaddr);
 
 	if (info) {
-		if (info->cookie == cookie)
+		if (info->cookie == cookie || !cookie)
 			return info;
 		if (!info->cookie) {
 			info->cookie = cookie;
@@ -655,17 +656,12 @@ static __always_inline int on_accept_exit(long fd)
 
 	__u64 skaddr = (__u64)sk;
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	/* 0 if no transition of the socket was traced yet: its next one
-	 * fills it in. */
-	__u64 cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
-	struct sock_info *info = bpf_map_lookup_elem(&socks, &skaddr);
-	if (!info || (cookie && info->cookie && info->cookie != cookie)) {
-		struct sock_info fresh = {.cookie = cookie};
-		if (bpf_map_update_elem(&socks, &skaddr, &fresh, BPF_ANY) ||
-		    !(info = bpf_map_lookup_elem(&socks, &skaddr))) {
-			stat_inc(STAT_UNTRACKED);
-			return 0;
-		}
+	/* The cookie is 0 if no transition of the socket was traced yet:
+	 * its next one fills it in. */
+	struct sock_info *info = sock_info_of(skaddr, BPF_CORE_READ(sk, __sk_common.skc_cookie.counter));
+	if (!info) {
+		stat_inc(STAT_UNTRACKED);
+		return 0;
 	}
 	info->pid = pid_tgid >> 32;
 	info->tid = (__u32)pid_tgid;
@@ -697,7 +693,7 @@ int on_accept_exit_legacy(struct syscall_exit_args *ctx)
 
 /* Owners of sockets that existed before the tracer started, one owner_rec
  * per socket fd, walked once at start over every task's fd table; user
- * space keeps them and joins them with walks and events by cookie (socket
+ * space keeps them and joins them with walks and events by inode (socket
  * storage cannot be created from here: since 6.18.x the verifier marks the
  * sock behind bpf_sock_from_file() untrusted, so no helper takes it).
  * Listeners also go into `listeners`, so that their children inherit the

@@ -331,9 +331,6 @@ func outputError(err error) error {
 	return fmt.Errorf("write output: %w", err)
 }
 
-// writeSockets prints the sockets of our network namespace, as netstat
-// does: the kernel's current view (a walk, for Recv-Q, Send-Q and timers)
-// joined with the table (how long each socket has been in its state).
 // writeSockets prints -c's view: a walk at print time (Recv-Q, Send-Q and
 // timers as the kernel has them now), ages from the table.
 func writeSockets(w io.Writer, tr *loader.Tracer, tab *table.Table, lv *live.Live, v netstatView) error {

@@ -242,7 +242,7 @@ func (t *Tracer) load() error {
 		{"walk_extras", walkExtras(t.cfg.BareWalks)},
 	}
 	// Only timers need the length of a jiffy (a read of the kernel's
-	// config): bare walks read none.
+	// config): the views that ask for bare walks print none.
 	hz := uint64(250)
 	if !t.cfg.BareWalks {
 		var err error

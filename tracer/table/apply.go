@@ -19,19 +19,6 @@ func (t *Table) ApplyBatch(evs []event.Event) {
 	t.mu.Unlock()
 }
 
-// TryApplyBatch is ApplyBatch if the table's lock is free at once, and
-// otherwise leaves the table alone and returns false: for a caller that has
-// better things to do than wait for a reader of the table (the ring buffer
-// reader, which loses events while it waits).
-func (t *Table) TryApplyBatch(evs []event.Event) bool {
-	if !t.mu.TryLock() {
-		return false
-	}
-	t.applyBatch(evs)
-	t.mu.Unlock()
-	return true
-}
-
 func (t *Table) applyBatch(evs []event.Event) {
 	for i := range evs {
 		e := &evs[i]
