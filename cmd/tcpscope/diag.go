@@ -84,7 +84,7 @@ func startTable(ctx context.Context, f tableFlags, stderr io.Writer, hook func(o
 			return nil, err
 		}
 	}
-	lt.tr, err = loadTracer(stderr, loader.Config{RingBytes: ring, BTFPath: f.btf, Sockets: true, WalksOnly: walksOnly})
+	lt.tr, err = loadTracer(stderr, loader.Config{RingBytes: ring, BTFPath: f.btf, Sockets: true, WalksOnly: walksOnly, Holders: true})
 	if err != nil {
 		return nil, err
 	}

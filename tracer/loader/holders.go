@@ -33,6 +33,9 @@ const holderRecSize = 48
 // over a unix socket. A socket sent over a unix socket and not yet received
 // is held by no process and not returned.
 func (t *Tracer) Holders(states event.StateMask) ([]Holder, error) {
+	if t.objs.FindHolders == nil {
+		return nil, errors.New("holders walk not loaded (Config.Holders)")
+	}
 	t.holdersMu.Lock()
 	defer t.holdersMu.Unlock()
 	if err := t.objs.HolderStates.Update(uint32(0), uint32(states), ebpf.UpdateAny); err != nil {

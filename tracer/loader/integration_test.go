@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -1317,5 +1318,33 @@ func TestWalksOnly(t *testing.T) {
 	}
 	if st := must[loader.Stats](t)(tr.Stats()); st != (loader.Stats{}) {
 		t.Errorf("stats of a tracer that traces nothing: %+v", st)
+	}
+	if _, err := tr.Holders(event.StateMask(0).With(event.Listen)); err == nil {
+		t.Error("Holders of a WalksOnly tracer without Config.Holders: no error")
+	}
+
+	// Without owners, the fd walk is not loaded: the listener is walked
+	// with no owner; with Holders, the fd walk for holders is.
+	bare, err := loader.New(loader.Config{WalksOnly: true, Sockets: true, Owners: loader.OwnersNone, Holders: true})
+	if err != nil {
+		t.Fatalf("loader.New without owners: %v", err)
+	}
+	defer bare.Close()
+	socks = must[[]event.Socket](t)(bare.SocketsIn("/proc/"+strconv.Itoa(srv.Pid())+"/ns/net", nil))
+	found = false
+	for _, s := range socks {
+		if s.Inode == l.Inode {
+			found = true
+			if s.OwnerKnown {
+				t.Errorf("listener %v walked with owner %d by a tracer that finds none", l.Local, s.Owner.PID)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("listener %v (inode %d) not in the walk without owners", l.Local, l.Inode)
+	}
+	hs := must[[]loader.Holder](t)(bare.Holders(event.StateMask(0).With(event.Listen)))
+	if !slices.ContainsFunc(hs, func(h loader.Holder) bool { return int(h.PID) == srv.Pid() }) {
+		t.Errorf("holders of listening sockets %v: none of process %d", hs, srv.Pid())
 	}
 }

@@ -60,8 +60,11 @@ type Config struct {
 	// exit. No ring buffer, no events: Run only waits for its context,
 	// Barrier returns at once and Stats are zero. Starting and stopping
 	// cost a fraction of a tracer's (no tracepoint to attach, no RCU grace
-	// period to wait for at detach). OwnersOnEvents means OwnersAtWalk here.
+	// period to wait for at detach). OwnersOnEvents means OwnersAtWalk here,
+	// and OwnersNone leaves out the fd walk that finds owners.
 	WalksOnly bool
+	// Holders loads the fd walk that Holders needs even when WalksOnly.
+	Holders bool
 }
 
 // KernelFilter selects which transitions are emitted. Owner and age
@@ -206,6 +209,11 @@ func (t *Tracer) install() error {
 }
 
 func (t *Tracer) load() error {
+	// Decoding the kernel's BTF (for CO-RE and the iterators' attach
+	// targets) is the largest fixed cost of a load, ~15 ms: start it now,
+	// beside the parse of our own object, instead of at the first program.
+	types := btf.NewCache()
+	go types.Kernel() //nolint:errcheck // the load asks again and sees the error
 	// /proc/kallsyms is slow to read (the kernel formats every symbol
 	// before ours): read it while the object is parsed.
 	type symsResult struct {
@@ -226,6 +234,13 @@ func (t *Tracer) load() error {
 	}
 	spec.Maps["events"].MaxEntries = uint32(t.cfg.RingBytes)
 	spec.Maps["socks"].MaxEntries = uint32(t.cfg.MaxSockets)
+	if t.cfg.WalksOnly {
+		// Nothing is attached to fill these, and the buckets of a large
+		// hash are allocated and zeroed up front (16 MiB for socks: a
+		// third of a one-shot view's time).
+		spec.Maps["socks"].MaxEntries = 1
+		spec.Maps["listeners"].MaxEntries = 1
+	}
 
 	f := t.cfg.Filter
 	vars := []struct {
@@ -276,7 +291,7 @@ func (t *Tracer) load() error {
 		}
 	}
 
-	var opts ebpf.CollectionOptions
+	opts := ebpf.CollectionOptions{Cache: types}
 	if t.cfg.BTFPath != "" {
 		kt, err := btf.LoadSpec(t.cfg.BTFPath)
 		if err != nil {
@@ -285,22 +300,57 @@ func (t *Tracer) load() error {
 		opts.Programs.KernelTypes = kt
 	}
 	if t.cfg.WalksOnly {
-		// Only the iterators and the maps they use are created.
-		var w struct {
-			DumpTcp      *ebpf.Program `ebpf:"dump_tcp"`
-			ListOwners   *ebpf.Program `ebpf:"list_owners"`
-			FindHolders  *ebpf.Program `ebpf:"find_holders"`
-			HolderStates *ebpf.Map     `ebpf:"holder_states"`
-		}
-		if err := spec.LoadAndAssign(&w, &opts); err != nil {
-			return classifyLoadError(err)
-		}
-		t.objs.DumpTcp, t.objs.ListOwners, t.objs.FindHolders, t.objs.HolderStates = w.DumpTcp, w.ListOwners, w.FindHolders, w.HolderStates
-		return nil
+		return t.loadWalks(spec, &opts)
 	}
 	if err := spec.LoadAndAssign(&t.objs, &opts); err != nil {
 		return classifyLoadError(err)
 	}
+	return nil
+}
+
+// loadWalks loads only the iterators a WalksOnly tracer uses, and the maps
+// they reference: each program costs a verification (~1-2 ms).
+func (t *Tracer) loadWalks(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions) error {
+	type walkObjs struct {
+		DumpTcp *ebpf.Program `ebpf:"dump_tcp"`
+	}
+	type ownerObjs struct {
+		ListOwners *ebpf.Program `ebpf:"list_owners"`
+	}
+	type holderObjs struct {
+		FindHolders  *ebpf.Program `ebpf:"find_holders"`
+		HolderStates *ebpf.Map     `ebpf:"holder_states"`
+	}
+	var (
+		w      walkObjs
+		o      ownerObjs
+		h      holderObjs
+		to     any = &w
+		owners     = t.cfg.Owners != OwnersNone
+	)
+	// LoadAndAssign follows untagged pointers to structs.
+	switch {
+	case owners && t.cfg.Holders:
+		to = &struct {
+			*walkObjs
+			*ownerObjs
+			*holderObjs
+		}{&w, &o, &h}
+	case owners:
+		to = &struct {
+			*walkObjs
+			*ownerObjs
+		}{&w, &o}
+	case t.cfg.Holders:
+		to = &struct {
+			*walkObjs
+			*holderObjs
+		}{&w, &h}
+	}
+	if err := spec.LoadAndAssign(to, opts); err != nil {
+		return classifyLoadError(err)
+	}
+	t.objs.DumpTcp, t.objs.ListOwners, t.objs.FindHolders, t.objs.HolderStates = w.DumpTcp, o.ListOwners, h.FindHolders, h.HolderStates
 	return nil
 }
 

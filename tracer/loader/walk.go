@@ -190,6 +190,11 @@ func (t *Tracer) AllSockets(dst []event.Socket) ([]event.Socket, map[uint32]bool
 // AllSocketsFunc is AllSockets that shows fn the sockets as they are read
 // (see WalkFunc). A namespace whose read fails part way is still dropped
 // from the result, after fn may have seen some of its sockets.
+//
+// Each namespace's walk scans the whole host-wide established hash, and one
+// walk keeps about one and a half CPUs busy (the kernel walking in read(),
+// this side decoding): the other namespaces are walked on a second goroutine
+// while the caller's own is, into their own buffers, and shown to fn after it.
 func (t *Tracer) AllSocketsFunc(dst []event.Socket, fn WalkFunc) ([]event.Socket, map[uint32]bool, error) {
 	nss, err := Namespaces()
 	if err != nil {
@@ -198,33 +203,62 @@ func (t *Tracer) AllSocketsFunc(dst []event.Socket, fn WalkFunc) ([]event.Socket
 	if _, err := t.tcpIter(); err != nil {
 		return dst, nil, err
 	}
-	walked := map[uint32]bool{}
+	type result struct {
+		socks []event.Socket
+		err   error
+	}
+	others := nss[1:] // Namespaces lists the caller's own first
+	results := make([]result, len(others))
+	next := make(chan int, len(others))
+	for i := range others {
+		next <- i
+	}
+	close(next)
+	walkOthers := func() {
+		for i := range next {
+			results[i].socks, results[i].err = t.socketsInFunc(others[i].Path, nil, nil)
+		}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		walkOthers()
+	}()
+	dst, err = t.socketsFunc(dst, fn)
+	if err != nil {
+		for range next { // nothing more to start; wait for the one running
+		}
+		<-done
+		return dst, nil, err
+	}
+	walkOthers() // help with what is left
+	<-done
+
+	walked := map[uint32]bool{nss[0].Inode: true}
 	var partial *PartialWalkError
-	for _, ns := range nss {
-		if ns.Path == "" {
-			if dst, err = t.socketsFunc(dst, fn); err != nil {
-				return dst, walked, err
-			}
+	for i, r := range results {
+		ns := others[i]
+		switch {
+		case r.err == nil:
 			walked[ns.Inode] = true
-			continue
-		}
-		before := len(dst)
-		if dst, err = t.socketsInFunc(ns.Path, dst, fn); err != nil {
-			dst = dst[:before] // nothing half-read of a skipped namespace
-			switch {
-			case errors.Is(err, errThread):
-				return dst, walked, err
-			case errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH):
-				// Gone: nothing left to show or keep.
-			default:
-				if partial == nil {
-					partial = &PartialWalkError{}
-				}
-				partial.Skipped = append(partial.Skipped, SkippedNamespace{ns, err})
+			if len(r.socks) == 0 {
+				continue
 			}
-			continue
+			from := len(dst)
+			dst = append(dst, r.socks...)
+			if fn != nil {
+				fn(dst, from)
+			}
+		case errors.Is(r.err, errThread):
+			return dst, walked, r.err
+		case errors.Is(r.err, os.ErrNotExist) || errors.Is(r.err, unix.ENOENT) || errors.Is(r.err, unix.ESRCH):
+			// Gone: nothing left to show or keep.
+		default:
+			if partial == nil {
+				partial = &PartialWalkError{}
+			}
+			partial.Skipped = append(partial.Skipped, SkippedNamespace{ns, r.err})
 		}
-		walked[ns.Inode] = true
 	}
 	if partial != nil {
 		return dst, walked, partial
