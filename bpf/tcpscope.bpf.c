@@ -825,13 +825,18 @@ static __always_inline int emit_sock_timer(const struct sock_common *skc, __u8 k
  * arriving at an orphan's FIN_WAIT2 timewait socket turns it into TIME_WAIT
  * and re-arms its timer, but when the new expiry falls in the same timer-wheel
  * bucket the kernel only updates the expiry and no timer tracepoint fires.
- * Report the timewait socket as (re)started with its current substate. */
+ * Report the timewait socket as (re)started with its current substate.
+ * A socket the packet killed (a RST in window: "TIME_WAIT assassination")
+ * has had its timer cancelled, which reported its end, and is freed memory
+ * that still reads TIME_WAIT: only a pending timer means it lives. */
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(on_kfree_skb, struct sk_buff *skb, void *location, int reason, struct sock *rx_sk)
 {
 	if (!rx_sk || !tw_timer_fn || rx_sk->__sk_common.skc_state != TCP_TIME_WAIT)
 		return 0;
 	struct inet_timewait_sock *tw = (void *)rx_sk;
+	if (!BPF_CORE_READ(tw, tw_timer.entry.pprev))
+		return 0;
 	return emit_sock_timer((void *)rx_sk, TK_TIMEWAIT_START, BPF_CORE_READ(tw, tw_timer.expires), true);
 }
 

@@ -7,6 +7,7 @@ package live_test
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"os"
@@ -1078,5 +1079,95 @@ func BenchmarkSeed(b *testing.B) {
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(socks), "ns/socket")
 			b.ReportMetric(float64(socks), "sockets")
 		})
+	}
+}
+
+// TestTimewaitAssassinated: a RST that reaches a TIME_WAIT socket with the
+// right sequence number kills it (RFC 1337 "TIME_WAIT assassination", the
+// kernel's default, net.ipv4.tcp_rfc1337=0). The socket is gone for ss at
+// once, and must be gone from the table too: the packet that killed it is
+// freed after the kill, through a tracepoint that still sees the dead
+// socket's memory reading TIME_WAIT.
+func TestTimewaitAssassinated(t *testing.T) {
+	r := startLive(t, loader.Config{})
+	ns := newNetNS(t)
+	ns.sysctl(t, "net.ipv4.tcp_rfc1337=0")
+	srv := startProc(t, ns, "tsl-rst-srv")
+	l := must[sockproc.Sock](t)(srv.Listen(netip.MustParseAddrPort("127.0.0.1:0")))
+	fd := connectFrom(t, ns, netip.MustParseAddrPort("127.0.0.1:0"), l.Local)
+	local := localOf(t, fd)
+	a := must[sockproc.Sock](t)(srv.Accept(l))
+	rcvNxt := recvSeq(t, fd)
+
+	// Client closes first: the client's side becomes the TIME_WAIT socket,
+	// whose next expected sequence number is the server's FIN + 1.
+	unix.Close(fd)
+	waitEOF(t, srv, a, "eof")
+	do(t, srv, "close", a.ID)
+	r.agree(t, ns, counts{event.Listen: 1, event.TimeWait: 1}, settle)
+
+	ns.in(t, func() { sendRST(t, l.Local, local, rcvNxt+1) })
+	r.agree(t, ns, counts{event.Listen: 1}, settle)
+}
+
+// recvSeq returns the next sequence number the connected TCP socket fd
+// expects (rcv_nxt), read through TCP_REPAIR (CAP_NET_ADMIN), which is left
+// again without a window probe.
+func recvSeq(t testing.TB, fd int) uint32 {
+	t.Helper()
+	const (
+		tcpRepairOn      = 1
+		tcpRepairOffNoWP = -1
+		tcpRecvQueue     = 1
+	)
+	if err := unix.SetsockoptInt(fd, unix.SOL_TCP, unix.TCP_REPAIR, tcpRepairOn); err != nil {
+		t.Fatalf("TCP_REPAIR on: %v", err)
+	}
+	defer func() {
+		if err := unix.SetsockoptInt(fd, unix.SOL_TCP, unix.TCP_REPAIR, tcpRepairOffNoWP); err != nil {
+			t.Fatalf("TCP_REPAIR off: %v", err)
+		}
+	}()
+	if err := unix.SetsockoptInt(fd, unix.SOL_TCP, unix.TCP_REPAIR_QUEUE, tcpRecvQueue); err != nil {
+		t.Fatalf("TCP_REPAIR_QUEUE: %v", err)
+	}
+	seq, err := unix.GetsockoptInt(fd, unix.SOL_TCP, unix.TCP_QUEUE_SEQ)
+	if err != nil {
+		t.Fatalf("TCP_QUEUE_SEQ: %v", err)
+	}
+	return uint32(seq)
+}
+
+// sendRST sends one bare RST segment from src to dst (IPv4) with sequence
+// number seq, through a raw socket of the calling thread's namespace.
+func sendRST(t testing.TB, src, dst netip.AddrPort, seq uint32) {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_TCP)
+	if err != nil {
+		t.Fatalf("raw socket: %v", err)
+	}
+	defer unix.Close(fd)
+	var h [20]byte
+	be := binary.BigEndian
+	be.PutUint16(h[0:], src.Port())
+	be.PutUint16(h[2:], dst.Port())
+	be.PutUint32(h[4:], seq)
+	h[12] = 5 << 4 // header length: 5 words, no options
+	h[13] = 0x04   // RST
+	// Checksum over the pseudo-header (addresses, protocol, length) and
+	// the header, ones' complement of the ones' complement sum.
+	var sum uint32
+	s4, d4 := src.Addr().As4(), dst.Addr().As4()
+	for _, w := range [][]byte{s4[:], d4[:], {0, unix.IPPROTO_TCP, 0, byte(len(h))}, h[:]} {
+		for i := 0; i+1 < len(w); i += 2 {
+			sum += uint32(be.Uint16(w[i:]))
+		}
+	}
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	be.PutUint16(h[16:], ^uint16(sum))
+	if err := unix.Sendto(fd, h[:], 0, &unix.SockaddrInet4{Addr: d4}); err != nil {
+		t.Fatalf("send RST: %v", err)
 	}
 }
