@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"regexp"
 	"strconv"
@@ -41,6 +42,7 @@ type serveFlags struct {
 	listen, webConfig, ringSize, btf, logFormat string
 	topProcesses, streamQueue                   int
 	shutdownTimeout, timeWaitKeep               time.Duration
+	pprof                                       bool
 }
 
 func newServeCommand() *cobra.Command {
@@ -83,6 +85,7 @@ Stops cleanly on SIGTERM or Ctrl-C.`,
 	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 5*time.Second, "how long to let requests finish on SIGTERM")
 	fl.StringVar(&f.ringSize, "ring-size", "8M", "ring buffer size, a power of two (e.g. 4M, 64M)")
 	fl.StringVar(&f.btf, "btf", "", "kernel BTF file to use instead of /sys/kernel/btf/vmlinux")
+	fl.BoolVar(&f.pprof, "debug.pprof", false, "also serve Go's profiles under /debug/pprof/ (behind the same TLS and auth)")
 	fl.SortFlags = false
 	return cmd
 }
@@ -185,6 +188,15 @@ func runServe(ctx context.Context, f serveFlags, stderr io.Writer, listening fun
 	mux := http.NewServeMux()
 	mux.Handle("/", a.Handler())
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(handler, slog.LevelError)}))
+	if f.pprof {
+		// For memory and CPU questions in the field (and the soak, which
+		// forces a GC with /debug/pprof/heap?gc=1 before it reads the live
+		// heap: otherwise the last GC may be minutes old).
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 
 	// Streams end when baseCtx does, so that Shutdown need not wait for them.
 	baseCtx, endStreams := context.WithCancel(context.Background())

@@ -815,3 +815,28 @@ func TestServeListenErrors(t *testing.T) {
 	}
 	s.stop()
 }
+
+// TestServeDebugPprof: Go's profiles are served only with --debug.pprof.
+func TestServeDebugPprof(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want int
+	}{
+		{nil, http.StatusNotFound},
+		{[]string{"--debug.pprof"}, http.StatusOK},
+	} {
+		s := startServe(t, "", "http", true, append([]string{"--listen", "127.0.0.1:0"}, c.args...)...)
+		for _, path := range []string{"/debug/pprof/", "/debug/pprof/heap?gc=1"} {
+			resp, err := http.Get(s.base + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != c.want {
+				t.Errorf("serve %v: GET %s: HTTP %d, want %d", c.args, path, resp.StatusCode, c.want)
+			}
+		}
+		s.stop()
+	}
+}
