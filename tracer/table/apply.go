@@ -197,7 +197,7 @@ func (t *Table) applyTimewaitStart(key uint64, e *event.Event) {
 func (t *Table) fillTimewait(en *entry, e *event.Event) {
 	setTuple(en, e.Family, e.Local, e.Remote, true)
 	en.uid, en.inode, en.fd = 0, 0, -1
-	en.expires = e.Mono + uint64(e.Expires)
+	t.setExpires(en, e.Mono+uint64(e.Expires))
 	en.flags &^= fSeedOnly
 	if en.owner == 0 && e.Flags&event.OwnerKnown != 0 {
 		t.setOwner(en, &e.Owner)
@@ -241,7 +241,7 @@ func (t *Table) applyRequestStart(key uint64, e *event.Event) {
 func (t *Table) fillRequest(en *entry, e *event.Event) {
 	setTuple(en, e.Family, e.Local, e.Remote, true)
 	en.uid, en.inode = e.UID, 0
-	en.expires = e.Mono + uint64(e.Expires)
+	t.setExpires(en, e.Mono+uint64(e.Expires))
 	en.flags &^= fSeedOnly
 	if e.Flags&event.OwnerKnown != 0 {
 		t.setOwner(en, &e.Owner)

@@ -188,3 +188,28 @@ func BenchmarkEach(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkDropOverdue: the once-a-second safety net with a full timewait
+// table (net.ipv4.tcp_max_tw_buckets, 131072 by default) and nothing
+// overdue: the common case, paid under the table's write lock.
+func BenchmarkDropOverdue(b *testing.B) {
+	const n = 131072
+	tb := New()
+	evs := make([]event.Event, 0, n)
+	for i := 0; i < n; i++ {
+		ip := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+		evs = append(evs, twStart(uint64(i+1), uint64(i), event.TimeWait, tup(cliAP, netip.AddrPortFrom(ip, 80))))
+	}
+	tb.ApplyBatch(evs)
+	if c := tb.Counts(); c[event.TimeWait] != n {
+		b.Fatalf("%d TIME_WAIT entries, want %d", c[event.TimeWait], n)
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		if d := tb.DropOverdue(uint64(n), uint64(overdueGraceTest)); d != 0 {
+			b.Fatalf("dropped %d", d)
+		}
+	}
+}
+
+const overdueGraceTest = 5e9

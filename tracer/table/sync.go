@@ -245,7 +245,7 @@ func (t *Table) fillSnap(en *entry, s *event.Socket, seedMono uint64, keepSince 
 	}
 	en.expires = 0
 	if s.Kind != event.FullSocket && s.Timer != event.TimerOff {
-		en.expires = seedMono + uint64(s.TimerLeft)
+		t.setExpires(en, seedMono+uint64(s.TimerLeft))
 	}
 }
 

@@ -257,6 +257,10 @@ type Table struct {
 
 	hook             func(old, new *Entry, ev *event.Event)
 	hookOld, hookNew Entry
+
+	// deadlines of timewait and request entries' kernel timers, for
+	// DropOverdue, earliest first.
+	deadlines deadlines
 }
 
 // New returns an empty table.
@@ -640,29 +644,90 @@ func (t *Table) publish() {
 // (Expires) passed more than grace before now (CLOCK_MONOTONIC) with no stop
 // event: the kernel has freed them, so the stop was missed (a timer firing
 // the tracer could not see). It counts them in Stats.Overdue and returns how
-// many it dropped. It walks only the three states such entries can be in.
+// many it dropped. It looks only at entries whose deadline has passed.
 func (t *Table) DropOverdue(now, grace uint64) int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	n := 0
-	for _, st := range []event.State{event.TimeWait, event.FinWait2, event.SynRecv} {
-		for s := t.heads[st]; s != nilSlot; {
-			slot := uint32(s)
-			en := t.at(slot)
-			s = en.next
-			if en.kind == event.FullSocket || en.expires == 0 || en.expires+grace >= now {
-				continue
-			}
-			from := en.state
-			if en.kind == event.RequestSocket {
-				from = event.NewSynRecv
-			}
-			t.trans[from][event.Close]++
-			t.remove(slot, en, nil)
-			n++
+	for len(t.deadlines) > 0 && t.deadlines[0].at+grace < now {
+		d := t.deadlines.pop()
+		slot, ok := t.index[d.key]
+		if !ok {
+			continue // gone: its stop came
 		}
+		en := t.at(slot)
+		if en.kind == event.FullSocket || en.expires != d.at {
+			continue // changed since: a later deadline covers it, if any
+		}
+		from := en.state
+		if en.kind == event.RequestSocket {
+			from = event.NewSynRecv
+		}
+		t.trans[from][event.Close]++
+		t.remove(slot, en, nil)
+		n++
+	}
+	if len(t.deadlines) == 0 && cap(t.deadlines) > 1<<16 {
+		t.deadlines = nil // a burst's worth is not kept
 	}
 	t.stats.Overdue += uint64(n)
 	t.publish()
 	return n
+}
+
+// setExpires sets when the kernel timer of the timewait or request entry en
+// fires (0: none) and remembers it for DropOverdue.
+func (t *Table) setExpires(en *entry, at uint64) {
+	en.expires = at
+	if at != 0 {
+		t.deadlines.push(deadline{at: at, key: en.key})
+	}
+}
+
+// deadline says that the entry with key is overdue at (plus DropOverdue's
+// grace) if its expires is still at then. Entries that change or go leave
+// theirs in the heap: they are skipped when they come up, which costs less
+// than finding them (and DropOverdue's earlier scan of every timewait entry
+// once a second held the table's lock for milliseconds with 131k of them).
+type deadline struct{ at, key uint64 }
+
+// deadlines is a binary min-heap by at (container/heap would box each
+// element into an interface, an allocation per push).
+type deadlines []deadline
+
+func (h *deadlines) push(d deadline) {
+	*h = append(*h, d)
+	s := *h
+	for i := len(s) - 1; i > 0; {
+		p := (i - 1) / 2
+		if s[p].at <= s[i].at {
+			break
+		}
+		s[p], s[i] = s[i], s[p]
+		i = p
+	}
+}
+
+func (h *deadlines) pop() deadline {
+	s := *h
+	top := s[0]
+	last := len(s) - 1
+	s[0] = s[last]
+	s = s[:last]
+	for i := 0; ; {
+		m, l, r := i, 2*i+1, 2*i+2
+		if l < len(s) && s[l].at < s[m].at {
+			m = l
+		}
+		if r < len(s) && s[r].at < s[m].at {
+			m = r
+		}
+		if m == i {
+			break
+		}
+		s[i], s[m] = s[m], s[i]
+		i = m
+	}
+	*h = s
+	return top
 }

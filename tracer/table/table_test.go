@@ -549,3 +549,52 @@ func TestDropOverdue(t *testing.T) {
 	}
 	check(t, tb)
 }
+
+// DropOverdue keeps deadlines in a heap and skips the ones that no longer
+// apply: a re-armed timer moves the deadline, a stopped entry has none, and
+// a seeded entry's comes from the walk.
+func TestDropOverdueDeadlines(t *testing.T) {
+	const sec = uint64(time.Second)
+	tw := event.Socket{Cookie: 9, SockAddr: 0x9000, Kind: event.TimewaitSocket, Family: event.IPv4, State: TW,
+		Local: cliAP, Remote: srvAP, NetNS: 1, Timer: event.TimerTimewait, TimerLeft: time.Second}
+	for _, c := range []struct {
+		name    string
+		evs     []event.Event
+		seed    []event.Socket // at 0 s
+		at      []uint64       // DropOverdue times (grace 5 s)
+		dropped []int
+	}{
+		{"re-armed: the later deadline counts",
+			[]event.Event{twStart(5, 0, TW), twStart(5, 50*sec, TW)}, nil,
+			[]uint64{70 * sec, 116 * sec}, []int{0, 1}},
+		{"stopped: nothing to drop, twice",
+			[]event.Event{twStart(6, 0, TW), twStop(6, sec)}, nil,
+			[]uint64{70 * sec, 200 * sec}, []int{0, 0}},
+		{"seeded: the walk's timer",
+			nil, []event.Socket{tw},
+			[]uint64{5 * sec, 7 * sec, 8 * sec}, []int{0, 1, 0}},
+		{"stopped and started again: the new deadline",
+			[]event.Event{twStart(7, 0, TW), twStop(7, sec), twStart(7, 30*sec, TW)}, nil,
+			[]uint64{70 * sec, 96 * sec}, []int{0, 1}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			tb := New()
+			if c.seed != nil {
+				tb.BeginSync()
+				tb.EndSync(c.seed, 0, map[uint32]bool{1: true})
+			}
+			for i := range c.evs {
+				tb.Apply(&c.evs[i])
+			}
+			for i, at := range c.at {
+				if n := tb.DropOverdue(at, 5*sec); n != c.dropped[i] {
+					t.Errorf("at %d s: dropped %d, want %d", at/sec, n, c.dropped[i])
+				}
+			}
+			if tb.Len() != 0 {
+				t.Errorf("%d entries left, want none", tb.Len())
+			}
+			check(t, tb)
+		})
+	}
+}
