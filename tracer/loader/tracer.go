@@ -99,10 +99,12 @@ type Sink interface {
 // Tracer owns the loaded BPF objects and links. Create it with New, consume
 // with Run, release with Close.
 type Tracer struct {
-	cfg      Config
-	objs     tcpscopeObjects
-	links    []link.Link
-	reader   *ringbuf.Reader
+	cfg    Config
+	objs   tcpscopeObjects
+	links  []link.Link
+	reader *ringbuf.Reader
+	// wake cuts Run's sleep between batches short (a Barrier's Flush).
+	wake     chan struct{}
 	warnings []string
 
 	badRecords atomic.Uint64 // records the decoder rejected
@@ -160,7 +162,7 @@ func New(cfg Config) (*Tracer, error) {
 		return nil, err
 	}
 
-	t := &Tracer{cfg: cfg}
+	t := &Tracer{cfg: cfg, wake: make(chan struct{}, 1)}
 	t.barrierCond = sync.NewCond(&t.barrierMu)
 	if err := t.install(); err != nil {
 		t.Close()
@@ -506,11 +508,20 @@ func (t *Tracer) Run(ctx context.Context, sink Sink) error {
 		asleep    bool
 	)
 	rec.RawSample = make([]byte, 0, event.Size)
+	// Between batches Run sleeps on a Go timer and then takes what the ring
+	// holds without blocking: a blocking epoll_wait for the rest of each
+	// batch is a syscall the runtime's sysmon keeps taking the P away from,
+	// thousands of thread switches a second under load. Only an idle
+	// reader blocks in epoll_wait, until a producer wakes it.
+	pause := time.NewTimer(time.Hour)
+	pause.Stop()
+	defer pause.Stop()
 	for {
+		pollStart := time.Now()
 		if asleep {
-			t.reader.SetDeadline(time.Now().Add(idleWake))
+			t.reader.SetDeadline(pollStart.Add(idleWake))
 		} else {
-			t.reader.SetDeadline(time.Now().Add(t.cfg.Batch))
+			t.reader.SetDeadline(pollStart)
 		}
 		n := 0
 		var err error
@@ -523,7 +534,8 @@ func (t *Tracer) Run(ctx context.Context, sink Sink) error {
 				// Woken by a producer: back to batching.
 				asleep = false
 				t.setReaderAsleep(false)
-				t.reader.SetDeadline(time.Now().Add(t.cfg.Batch))
+				pollStart = time.Now()
+				t.reader.SetDeadline(pollStart)
 			}
 			if len(rec.RawSample) == 0 {
 				continue
@@ -577,6 +589,16 @@ func (t *Tracer) Run(ctx context.Context, sink Sink) error {
 			}
 			asleep = true
 		}
+		if !asleep {
+			pause.Reset(time.Until(pollStart.Add(t.cfg.Batch)))
+			select {
+			case <-pause.C:
+			case <-t.wake:
+				pause.Stop()
+			case <-ctx.Done():
+				pause.Stop()
+			}
+		}
 	}
 }
 
@@ -592,6 +614,10 @@ func (t *Tracer) Barrier(ctx context.Context) error {
 		return nil
 	}
 	t.reader.Flush()
+	select {
+	case t.wake <- struct{}{}:
+	default:
+	}
 	done := make(chan struct{})
 	go func() {
 		t.barrierMu.Lock()
