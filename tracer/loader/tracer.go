@@ -31,7 +31,9 @@ type Config struct {
 	// (Stats.Untracked counts them).
 	MaxSockets int
 	// Batch is how long the reader lets events accumulate before reading
-	// them when events are flowing (default 2ms). A quiet ring wakes the
+	// them when events are flowing (default 1ms: until 2026-12-06 the
+	// default said 2ms, but the epoll_wait it went to rounded down to whole
+	// milliseconds, so the batches were ~1 ms). A quiet ring wakes the
 	// reader on its first event.
 	Batch time.Duration
 	// Filter is applied in the kernel; zero fields match everything.
@@ -80,7 +82,7 @@ type KernelFilter struct {
 const (
 	defaultRingBytes  = 8 << 20
 	defaultMaxSockets = 1 << 20
-	defaultBatch      = 2 * time.Millisecond
+	defaultBatch      = time.Millisecond
 	// While asleep the reader still wakes this often to refresh loss counters.
 	idleWake = 250 * time.Millisecond
 )
