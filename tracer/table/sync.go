@@ -243,10 +243,11 @@ func (t *Table) fillSnap(en *entry, s *event.Socket, seedMono uint64, keepSince 
 	if s.Kind == event.TimewaitSocket && en.owner != 0 {
 		en.flags |= fLastOwner
 	}
-	en.expires = 0
+	var at uint64
 	if s.Kind != event.FullSocket && s.Timer != event.TimerOff {
-		t.setExpires(en, seedMono+uint64(s.TimerLeft))
+		at = seedMono + uint64(s.TimerLeft)
 	}
+	t.setExpires(en, at)
 }
 
 // sameSocket reports whether a and b describe the socket alike (times and

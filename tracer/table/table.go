@@ -109,6 +109,7 @@ const (
 	fSeedOnly     // known only from a seed walk: no event applied yet
 	fSinceUnknown // since is a lower bound (the seed time), not the entry time
 	fSeedPending  // merged by SyncPart in the current sync, no event since (meaningful only while parted)
+	fQueued       // has a deadline in the heap (setExpires)
 )
 
 // entry is one socket. 104 bytes, no pointers. A free slot has state 0.
@@ -656,8 +657,15 @@ func (t *Table) DropOverdue(now, grace uint64) int {
 			continue // gone: its stop came
 		}
 		en := t.at(slot)
-		if en.kind == event.FullSocket || en.expires != d.at {
-			continue // changed since: a later deadline covers it, if any
+		if en.kind == event.FullSocket || en.expires == 0 {
+			en.flags &^= fQueued
+			continue
+		}
+		if en.expires+grace >= now {
+			// Re-armed to a later deadline since (setExpires does not
+			// push those): wait for that one.
+			t.deadlines.push(deadline{at: en.expires, key: en.key})
+			continue
 		}
 		from := en.state
 		if en.kind == event.RequestSocket {
@@ -676,19 +684,27 @@ func (t *Table) DropOverdue(now, grace uint64) int {
 }
 
 // setExpires sets when the kernel timer of the timewait or request entry en
-// fires (0: none) and remembers it for DropOverdue.
+// fires (0: none) and makes sure DropOverdue looks at it by then: an entry
+// has one deadline in the heap, pushed again only when its timer moves
+// earlier. A later one (a re-armed timer, or the same timer reported again:
+// every packet that reaches a timewait socket reports it) is picked up when
+// the queued deadline comes up, so a flood of such reports cannot grow the
+// heap.
 func (t *Table) setExpires(en *entry, at uint64) {
+	old := en.expires
 	en.expires = at
-	if at != 0 {
+	// (old 0: the entry was not timed, and what it queued then may be late.)
+	if at != 0 && (en.flags&fQueued == 0 || old == 0 || at < old) {
 		t.deadlines.push(deadline{at: at, key: en.key})
+		en.flags |= fQueued
 	}
 }
 
-// deadline says that the entry with key is overdue at (plus DropOverdue's
-// grace) if its expires is still at then. Entries that change or go leave
-// theirs in the heap: they are skipped when they come up, which costs less
-// than finding them (and DropOverdue's earlier scan of every timewait entry
-// once a second held the table's lock for milliseconds with 131k of them).
+// deadline says that DropOverdue should look at the entry with key at (plus
+// its grace). Entries that go leave theirs in the heap, skipped when they
+// come up: that costs less than finding them (and DropOverdue's earlier scan
+// of every timewait entry once a second held the table's lock for
+// milliseconds with 131k of them).
 type deadline struct{ at, key uint64 }
 
 // deadlines is a binary min-heap by at (container/heap would box each

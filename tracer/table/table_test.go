@@ -598,3 +598,29 @@ func TestDropOverdueDeadlines(t *testing.T) {
 		})
 	}
 }
+
+// Reports of the same timewait timer (every packet that reaches the socket
+// makes one) and re-arms to later deadlines do not grow DropOverdue's heap:
+// one deadline per entry, moved when it comes up.
+func TestDeadlinesBounded(t *testing.T) {
+	const sec = uint64(time.Second)
+	tb := New()
+	for i := uint64(0); i < 10000; i++ {
+		e := twStart(42, i*sec/1000, TW) // the same socket, reported every ms for 10 s
+		tb.Apply(&e)
+	}
+	if n := len(tb.deadlines); n != 1 {
+		t.Fatalf("%d deadlines queued for one entry, want 1", n)
+	}
+	// Its last report said 60 s after 9.999 s: not overdue at 70 s, at 75 s.
+	if n := tb.DropOverdue(70*sec, 5*sec); n != 0 {
+		t.Fatalf("at 70 s dropped %d, want 0", n)
+	}
+	if n := len(tb.deadlines); n != 1 {
+		t.Fatalf("%d deadlines after the first came up, want 1 (moved)", n)
+	}
+	if n := tb.DropOverdue(75*sec, 5*sec); n != 1 {
+		t.Fatalf("at 75 s dropped %d, want 1", n)
+	}
+	check(t, tb)
+}
