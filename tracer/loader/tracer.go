@@ -485,8 +485,13 @@ func (t *Tracer) Run(ctx context.Context, sink Sink) error {
 		t.runState.Store(2)
 		return nil
 	}
+	// detached: the programs are gone, so the next Flush is the last one
+	// (a Barrier's Flush read while the detach is still running must not
+	// end Run before the events committed meanwhile are read).
+	var detached atomic.Bool
 	stop := context.AfterFunc(ctx, func() {
 		t.detachAll()
+		detached.Store(true)
 		t.reader.Flush()
 	})
 	defer stop()
@@ -525,7 +530,7 @@ func (t *Tracer) Run(ctx context.Context, sink Sink) error {
 		} else {
 			t.reader.SetDeadline(pollStart)
 		}
-		n := 0
+		n, read := 0, 0
 		var err error
 		pending := t.barrierGen.Load()
 		for {
@@ -551,10 +556,11 @@ func (t *Tracer) Run(ctx context.Context, sink Sink) error {
 			}
 			sink.Event(&ev)
 			n++
+			read += len(rec.RawSample)
 		}
 		switch {
 		case errors.Is(err, os.ErrDeadlineExceeded):
-		case errors.Is(err, ringbuf.ErrFlushed) && ctx.Err() == nil:
+		case errors.Is(err, ringbuf.ErrFlushed) && !detached.Load():
 			// A Barrier: everything committed before the calls counted in
 			// pending has been read.
 			sink.Drained()
@@ -591,13 +597,14 @@ func (t *Tracer) Run(ctx context.Context, sink Sink) error {
 			}
 			asleep = true
 		}
-		if !asleep {
+		// A poll that found an eighth of the ring or more polls again at
+		// once: the producers' wake-up for a filling ring reaches no one
+		// while the reader sleeps here, and a small ring would overflow.
+		if !asleep && read < t.cfg.RingBytes/8 {
 			pause.Reset(time.Until(pollStart.Add(t.cfg.Batch)))
 			select {
 			case <-pause.C:
 			case <-t.wake:
-				pause.Stop()
-			case <-ctx.Done():
 				pause.Stop()
 			}
 		}

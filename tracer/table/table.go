@@ -693,8 +693,10 @@ func (t *Table) DropOverdue(now, grace uint64) int {
 func (t *Table) setExpires(en *entry, at uint64) {
 	old := en.expires
 	en.expires = at
-	// (old 0: the entry was not timed, and what it queued then may be late.)
-	if at != 0 && (en.flags&fQueued == 0 || old == 0 || at < old) {
+	// (old 0: the entry was not timed, and what it queued then may be late.
+	// The slack: a resync's walk reads each timer against the walk's start,
+	// a little earlier than events did; that must not queue a copy each time.)
+	if at != 0 && (en.flags&fQueued == 0 || old == 0 || at+deadlineSlack < old) {
 		t.deadlines.push(deadline{at: at, key: en.key})
 		en.flags |= fQueued
 	}
@@ -706,6 +708,10 @@ func (t *Table) setExpires(en *entry, at uint64) {
 // of every timewait entry once a second held the table's lock for
 // milliseconds with 131k of them).
 type deadline struct{ at, key uint64 }
+
+// deadlineSlack is how much earlier a timer may move without a deadline of
+// its own: DropOverdue then looks at the entry that much late at most.
+const deadlineSlack = uint64(2 * time.Second)
 
 // deadlines is a binary min-heap by at (container/heap would box each
 // element into an interface, an allocation per push).

@@ -624,3 +624,29 @@ func TestDeadlinesBounded(t *testing.T) {
 	}
 	check(t, tb)
 }
+
+// A resync reads each timer against the walk's start, a little earlier than
+// the events did: repeated resyncs must not queue a deadline each.
+func TestDeadlinesResync(t *testing.T) {
+	const sec = uint64(time.Second)
+	tb := New()
+	e := twStart(9, 0, TW, addr(0x9000))
+	tb.Apply(&e)
+	for i := uint64(1); i <= 20; i++ {
+		s := event.Socket{Cookie: 9, SockAddr: 0x9000, Kind: event.TimewaitSocket, Family: event.IPv4, State: TW,
+			Local: cliAP, Remote: srvAP, NetNS: 1, Timer: event.TimerTimewait,
+			TimerLeft: time.Duration(60*sec - i*sec/2 - sec/10)} // 0.1 s early at each
+		tb.BeginSync()
+		tb.EndSync([]event.Socket{s}, i*sec/2, map[uint32]bool{1: true})
+	}
+	if tb.Len() != 1 {
+		t.Fatalf("%d entries, want the timewait socket", tb.Len())
+	}
+	if n := len(tb.deadlines); n != 1 {
+		t.Fatalf("%d deadlines queued after 20 resyncs, want 1", n)
+	}
+	if n := tb.DropOverdue(66*sec, 5*sec); n != 1 {
+		t.Fatalf("at 66 s dropped %d, want 1 (deadline 59.9 s + 5 s grace)", n)
+	}
+	check(t, tb)
+}
