@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"unsafe"
 
 	"github.com/cilium/ebpf/link"
@@ -193,7 +194,7 @@ func (t *Tracer) AllSockets(dst []event.Socket) ([]event.Socket, map[uint32]bool
 //
 // Each namespace's walk scans the whole host-wide established hash, and one
 // walk keeps about one and a half CPUs busy (the kernel walking in read(),
-// this side decoding): the other namespaces are walked on a second goroutine
+// this side decoding): the other namespaces are walked on other goroutines
 // while the caller's own is, into their own buffers, and shown to fn after it.
 func (t *Tracer) AllSocketsFunc(dst []event.Socket, fn WalkFunc) ([]event.Socket, map[uint32]bool, error) {
 	nss, err := Namespaces()
@@ -219,20 +220,23 @@ func (t *Tracer) AllSocketsFunc(dst []event.Socket, fn WalkFunc) ([]event.Socket
 			results[i].socks, results[i].err = t.socketsInFunc(others[i].Path, nil, nil)
 		}
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		walkOthers()
-	}()
+	// Two walkers, so that the others go on on both CPUs once the own walk
+	// is done. They run on goroutines of their own, not this one: a thread
+	// that fails to leave a namespace stays locked and dies with its
+	// goroutine (openIn), and this goroutine's next own-namespace walk must
+	// not run on it.
+	var wg sync.WaitGroup
+	for range min(2, len(others)) {
+		wg.Go(walkOthers)
+	}
 	dst, err = t.socketsFunc(dst, fn)
 	if err != nil {
-		for range next { // nothing more to start; wait for the one running
+		for range next { // nothing more to start; wait for those running
 		}
-		<-done
+		wg.Wait()
 		return dst, nil, err
 	}
-	walkOthers() // help with what is left
-	<-done
+	wg.Wait()
 
 	walked := map[uint32]bool{nss[0].Inode: true}
 	var partial *PartialWalkError
