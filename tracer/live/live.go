@@ -27,7 +27,6 @@ import (
 type Source interface {
 	Run(ctx context.Context, sink loader.Sink) error
 	AllSockets(dst []event.Socket) ([]event.Socket, map[uint32]bool, error)
-	OwnSockets(dst []event.Socket) ([]event.Socket, map[uint32]bool, error)
 	Barrier(ctx context.Context) error
 }
 
@@ -35,7 +34,6 @@ type Source interface {
 // them (loader.Tracer): the seed is then merged while the kernel walks.
 type streamSource interface {
 	AllSocketsFunc(dst []event.Socket, fn loader.WalkFunc) ([]event.Socket, map[uint32]bool, error)
-	OwnSocketsFunc(dst []event.Socket, fn loader.WalkFunc) ([]event.Socket, map[uint32]bool, error)
 }
 
 // Options tune Live. The zero value is usable.
@@ -48,11 +46,6 @@ type Options struct {
 	// MinResyncInterval spaces resyncs caused by table mismatches
 	// (default 1s); lost events always resync at once.
 	MinResyncInterval time.Duration
-	// OwnNetNSOnly walks only the caller's network namespace (seed and
-	// resyncs), for views that show nothing else: every namespace walked
-	// costs a scan of all the host's sockets. Events of other namespaces
-	// are then ignored: the table holds only the caller's namespace.
-	OwnNetNSOnly bool
 	// ReaderNice, if not 0, is the nice value (-20 to 19) given to the
 	// threads that read the ring buffer and apply events, which run
 	// locked to them. A reader that gets less CPU than the events need
@@ -68,7 +61,6 @@ type Live struct {
 	tab  *table.Table
 	opts Options
 
-	ownNS        uint32 // with OwnNetNSOnly: the only namespace kept
 	seedMono     uint64
 	lastSyncMono uint64
 	resync       chan string
@@ -127,13 +119,6 @@ func Start(ctx context.Context, src Source, tab *table.Table, opts Options) (*Li
 		runErr: make(chan error, 1),
 		done:   make(chan struct{}),
 		warned: map[uint32]bool{},
-	}
-	if opts.OwnNetNSOnly {
-		ns, err := loader.OwnNetNS()
-		if err != nil {
-			return nil, err
-		}
-		l.ownNS = ns
 	}
 	l.q.cond = sync.NewCond(&l.q.mu)
 	l.q.wake = make(chan struct{}, 1)
@@ -206,9 +191,6 @@ func (l *Live) Done() <-chan struct{} { return l.done }
 func (l *Live) sync(ctx context.Context) error {
 	mono := ktime.Now()
 	walk := l.src.AllSockets
-	if l.opts.OwnNetNSOnly {
-		walk = l.src.OwnSockets
-	}
 	// Into an empty table (the seed) the walk is merged as it is read, on
 	// this goroutine while the kernel walks on another thread; EndSync then
 	// gets only what is left (nothing, unless the table was not empty).
@@ -220,11 +202,7 @@ func (l *Live) sync(ctx context.Context) error {
 				merged = len(dst)
 			}
 		}
-		walkFn := ss.AllSocketsFunc
-		if l.opts.OwnNetNSOnly {
-			walkFn = ss.OwnSocketsFunc
-		}
-		walk = func(dst []event.Socket) ([]event.Socket, map[uint32]bool, error) { return walkFn(dst, fn) }
+		walk = func(dst []event.Socket) ([]event.Socket, map[uint32]bool, error) { return ss.AllSocketsFunc(dst, fn) }
 	}
 	snap, walked, err := walk(l.walkBuf[:0])
 	if pe, ok := errors.AsType[*loader.PartialWalkError](err); ok {
@@ -357,9 +335,6 @@ func (l *Live) requestResync(why string) {
 type sink struct{ l *Live }
 
 func (s sink) Event(e *event.Event) {
-	if s.l.ownNS != 0 && e.NetNS != s.l.ownNS {
-		return
-	}
 	s.l.batch = append(s.l.batch, *e)
 }
 

@@ -51,10 +51,6 @@ func (t *Tracer) socketsFunc(dst []event.Socket, fn WalkFunc) ([]event.Socket, e
 // SocketsIn walks the TCP sockets of the network namespace at nsPath (e.g.
 // /run/netns/NAME or /proc/PID/ns/net).
 func (t *Tracer) SocketsIn(nsPath string, dst []event.Socket) ([]event.Socket, error) {
-	return t.socketsInFunc(nsPath, dst, nil)
-}
-
-func (t *Tracer) socketsInFunc(nsPath string, dst []event.Socket, fn WalkFunc) ([]event.Socket, error) {
 	it, err := t.tcpIter()
 	if err != nil {
 		return dst, err
@@ -70,7 +66,7 @@ func (t *Tracer) socketsInFunc(nsPath string, dst []event.Socket, fn WalkFunc) (
 		return dst, fmt.Errorf("walk sockets of %s: %w", nsPath, err)
 	}
 	defer rd.Close()
-	return t.readSockets(rd, slices.Grow(dst, hint), fn)
+	return t.readSockets(rd, slices.Grow(dst, hint), nil)
 }
 
 // openIn opens the iterator from a thread inside the namespace nsFD, and
@@ -189,8 +185,8 @@ func (t *Tracer) AllSockets(dst []event.Socket) ([]event.Socket, map[uint32]bool
 }
 
 // AllSocketsFunc is AllSockets that shows fn the sockets as they are read
-// (see WalkFunc). A namespace whose read fails part way is still dropped
-// from the result, after fn may have seen some of its sockets.
+// (see WalkFunc): the caller's namespace's while they are read, each other
+// namespace's once its walk has succeeded.
 //
 // Each namespace's walk scans the whole host-wide established hash, and one
 // walk keeps about one and a half CPUs busy (the kernel walking in read(),
@@ -217,7 +213,7 @@ func (t *Tracer) AllSocketsFunc(dst []event.Socket, fn WalkFunc) ([]event.Socket
 	close(next)
 	walkOthers := func() {
 		for i := range next {
-			results[i].socks, results[i].err = t.socketsInFunc(others[i].Path, nil, nil)
+			results[i].socks, results[i].err = t.SocketsIn(others[i].Path, nil)
 		}
 	}
 	// Two walkers, so that the others go on on both CPUs once the own walk
@@ -268,26 +264,6 @@ func (t *Tracer) AllSocketsFunc(dst []event.Socket, fn WalkFunc) ([]event.Socket
 		return dst, walked, partial
 	}
 	return dst, walked, nil
-}
-
-// OwnSockets walks only the caller's network namespace, in AllSockets's
-// form. A one-shot view of its own namespace needs no other: each extra
-// namespace costs a scan of the whole (host-wide) established hash.
-func (t *Tracer) OwnSockets(dst []event.Socket) ([]event.Socket, map[uint32]bool, error) {
-	return t.OwnSocketsFunc(dst, nil)
-}
-
-// OwnSocketsFunc is OwnSockets that shows fn the sockets as they are read
-// (see WalkFunc).
-func (t *Tracer) OwnSocketsFunc(dst []event.Socket, fn WalkFunc) ([]event.Socket, map[uint32]bool, error) {
-	own, err := OwnNetNS()
-	if err != nil {
-		return dst, nil, err
-	}
-	if dst, err = t.socketsFunc(dst, fn); err != nil {
-		return dst, nil, err
-	}
-	return dst, map[uint32]bool{own: true}, nil
 }
 
 // OwnNetNS returns the inode of the caller's network namespace.
