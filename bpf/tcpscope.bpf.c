@@ -206,13 +206,7 @@ struct claims {
 	__u64 sk[CLAIM_SLOTS];
 	__u32 states[CLAIM_SLOTS];
 	__u32 next;
-	/* Records submitted on this CPU since the ring fill level was last
-	 * checked: reading it touches the reader's cache line, so it is checked
-	 * every FILL_CHECK_EVERY records, not on each. */
-	__u32 since_fill_check;
 };
-
-#define FILL_CHECK_EVERY 16
 
 enum stat_index {
 	STAT_RINGBUF_DROPS = 0, /* bpf_ringbuf_reserve failed: event lost */
@@ -297,9 +291,6 @@ const volatile __u32 filter_netns = 0;
 const volatile __u32 filter_states = 0; /* bit (1 << state), old or new */
 const volatile __u16 filter_port = 0;   /* local or remote */
 const volatile __u16 filter_family = 0;
-/* Wake the reader when this many bytes are waiting, so a burst cannot fill
- * the ring during its batching sleep. Set by the loader. */
-const volatile __u64 wakeup_bytes = 1 << 21;
 /* Kernel addresses of tw_timer_handler and reqsk_timer_handler (from
  * kallsyms; 0 disables timewait/request tracking), and the length of a
  * jiffy (1e9 / CONFIG_HZ). Set by the loader. */
@@ -386,23 +377,15 @@ static __always_inline bool pass_filters(__u32 pid, __u32 netns, __u16 family, _
 	return true;
 }
 
-static __always_inline bool ring_filling(void)
-{
-	__u32 zero = 0;
-	struct claims *c = bpf_map_lookup_elem(&claims, &zero);
-
-	if (!c || ++c->since_fill_check < FILL_CHECK_EVERY)
-		return false;
-	c->since_fill_check = 0;
-	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes;
-}
-
+/* Commit a record, waking the reader only if it sleeps until woken: a busy
+ * reader polls the ring every millisecond (and at once again after a poll
+ * that found much), so a wake-up would reach no one. */
 static __always_inline void submit(void *e)
 {
 	__u32 zero = 0;
 	__u32 *waiting = bpf_map_lookup_elem(&reader_state, &zero);
 
-	if ((waiting && *waiting) || ring_filling()) {
+	if (waiting && *waiting) {
 		stat_inc(STAT_WAKEUPS);
 		bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
 		return;

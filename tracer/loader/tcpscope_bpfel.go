@@ -14,11 +14,11 @@ import (
 )
 
 type tcpscopeClaims struct {
-	_              structs.HostLayout
-	Sk             [4]uint64
-	States         [4]uint32
-	Next           uint32
-	SinceFillCheck uint32
+	_      structs.HostLayout
+	Sk     [4]uint64
+	States [4]uint32
+	Next   uint32
+	_      [4]byte
 }
 
 type tcpscopeEvent struct {
@@ -194,7 +194,6 @@ const (
 	tcpscopeVarUnusedSockRec        = "unused_sock_rec"
 	tcpscopeVarUnusedStatIndex      = "unused_stat_index"
 	tcpscopeVarUnusedTimerEvent     = "unused_timer_event"
-	tcpscopeVarWakeupBytes          = "wakeup_bytes"
 	tcpscopeVarWalkExtras           = "walk_extras"
 )
 
@@ -285,7 +284,6 @@ type tcpscopeVariableSpecs struct {
 	UnusedSockRec    *ebpf.VariableSpec `ebpf:"unused_sock_rec"`
 	UnusedStatIndex  *ebpf.VariableSpec `ebpf:"unused_stat_index"`
 	UnusedTimerEvent *ebpf.VariableSpec `ebpf:"unused_timer_event"`
-	WakeupBytes      *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 	WalkExtras       *ebpf.VariableSpec `ebpf:"walk_extras"`
 }
 
@@ -348,7 +346,6 @@ type tcpscopeVariables struct {
 	UnusedSockRec    *ebpf.Variable `ebpf:"unused_sock_rec"`
 	UnusedStatIndex  *ebpf.Variable `ebpf:"unused_stat_index"`
 	UnusedTimerEvent *ebpf.Variable `ebpf:"unused_timer_event"`
-	WakeupBytes      *ebpf.Variable `ebpf:"wakeup_bytes"`
 	WalkExtras       *ebpf.Variable `ebpf:"walk_extras"`
 }
 

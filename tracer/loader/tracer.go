@@ -256,8 +256,6 @@ func (t *Tracer) load() error {
 		{"filter_family", familyNumber(f.Family)},
 		{"filter_netns", f.NetNS},
 		{"filter_states", uint32(f.States)},
-		// Wake the reader early once a quarter of the ring is waiting.
-		{"wakeup_bytes", uint64(t.cfg.RingBytes / 4)},
 		{"walk_extras", walkExtras(t.cfg.BareWalks)},
 	}
 	// Only timers need the length of a jiffy (a read of the kernel's
@@ -598,8 +596,9 @@ func (t *Tracer) Run(ctx context.Context, sink Sink) error {
 			asleep = true
 		}
 		// A poll that found an eighth of the ring or more polls again at
-		// once: the producers' wake-up for a filling ring reaches no one
-		// while the reader sleeps here, and a small ring would overflow.
+		// once: the producers do not wake a busy reader (they could not:
+		// it sleeps here, not in epoll_wait), and a small ring would
+		// overflow during a whole sleep.
 		if !asleep && read < t.cfg.RingBytes/8 {
 			pause.Reset(time.Until(pollStart.Add(t.cfg.Batch)))
 			select {
