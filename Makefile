@@ -25,12 +25,12 @@ build: ## build bin/tcpscope (pure Go: the BPF object is committed)
 run: build ## build and run (as root): sudo make run ARGS="trace --port 443"
 	./$(BIN) $(ARGS)
 
-generate: ## recompile bpf/ into tracer/loader with clang-14 (bpf2go)
-	$(GO) generate ./tracer/loader
+generate: ## recompile bpf/ with clang-14 (bpf2go): tracer/loader, and the bench's floor
+	$(GO) generate ./tracer/loader ./cmd/tcpscope-bench
 
 check-generate: deps ## fail if the committed BPF objects are not what bpf/ compiles to
-	$(GO) generate ./tracer/loader
-	@git diff --quiet -- tracer/loader || { git diff --stat -- tracer/loader; \
+	$(GO) generate ./tracer/loader ./cmd/tcpscope-bench
+	@git diff --quiet -- tracer/loader 'cmd/tcpscope-bench/floor_bpfel.*' || { git diff --stat -- tracer/loader 'cmd/tcpscope-bench/floor_bpfel.*'; \
 		echo "generated BPF files are out of date with bpf/: run 'make generate' and commit"; exit 1; }
 
 deps: ## install missing Debian packages and Go modules (root)

@@ -149,6 +149,19 @@ func (r *Report) evalGoals() []Goal {
 		}
 		gs = append(gs, g5, gb)
 	}
+	// The floor: what a tracer that does nothing but hand each transition
+	// to user space costs in the same run, which bounds from below what
+	// any tracer of every transition can reach here.
+	var floorParts []string
+	for _, o := range orders {
+		if ts, ok := r.tracerSummary(o, tracerFloor); ok && ts.Ratio > 0 {
+			floorParts = append(floorParts, fmt.Sprintf("%s-first %.1f%%", o, 100*ts.Overhead))
+		}
+	}
+	if len(floorParts) > 0 {
+		gs = append(gs, Goal{Goal: "floor: overhead of a tracer that only hands each transition to user space (a 160-byte ring record, no maps, reader discards)",
+			Measured: strings.Join(floorParts, ", ")})
+	}
 
 	// No lost events at the maximum churn rate: the ramp with the default
 	// ring, and every churn run of the rate matrix.
@@ -222,6 +235,11 @@ func (r *Report) evalGoals() []Goal {
 			if any {
 				g.Measured = "ss time over tcpscope's: " + strings.Join(parts, ", ")
 				g.Verdict = verdict(all)
+				for _, st := range res.Cmds {
+					if st.Tool == "floor" && st.BestSec > 0 {
+						g.Measured += fmt.Sprintf("; the floor (one tiny iter/tcp program through cilium/ebpf) takes %.3f s", st.BestSec)
+					}
+				}
 			}
 			gs = append(gs, g)
 		}

@@ -79,6 +79,12 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == scaleHolderArg {
 		os.Exit(scaleHolder(os.Args[2:]))
 	}
+	if len(os.Args) > 1 && os.Args[1] == floorTraceArg {
+		os.Exit(floorTrace(os.Args[2:]))
+	}
+	if len(os.Args) > 1 && os.Args[1] == floorWalkArg {
+		os.Exit(floorWalk(os.Args[2:]))
+	}
 	os.Exit(run(os.Args[1:]))
 }
 
@@ -213,6 +219,9 @@ const (
 	// one /metrics scrape a second.
 	tracerServe       = "serve"
 	tracerServeScrape = "serve+scrape"
+	// The floor (floor.go): the least any tracer that hands every
+	// transition to user space can do.
+	tracerFloor = "floor"
 )
 
 func (b *bench) run(ctx context.Context) *Report {
@@ -242,6 +251,7 @@ func (b *bench) run(ctx context.Context) *Report {
 			rep.Tools.Bpftrace = p
 			tracers = append(tracers, tracerBpftrace)
 		}
+		tracers = append(tracers, tracerFloor)
 	}
 	if p, err := exec.LookPath(b.opts.bpftool); err == nil {
 		rep.Tools.Bpftool = p
@@ -530,6 +540,8 @@ func (b *bench) rateRun(ctx context.Context, churnCmd []string, order, tracer st
 		tp, err = b.startBpftrace(ctx, os.DevNull)
 	case tracerServe, tracerServeScrape:
 		tp, err = startServe(ctx, b.rep.Tools.Tcpscope, 60*time.Second)
+	case tracerFloor:
+		tp, err = startFloor(ctx)
 	}
 	if err != nil {
 		r.Error = err.Error()
@@ -576,6 +588,13 @@ func (b *bench) rateRun(ctx context.Context, churnCmd []string, order, tracer st
 				r.RingDrops, r.NestedMissed, r.NestedRecovered = &s.RingDrops, &s.NestedMissed, &s.NestedRecovered
 			} else if r.Error == "" {
 				r.Error = "tcpscope printed no summary line: " + lastLines(st.stderr, 3)
+			}
+		}
+		if tracer == tracerFloor {
+			if records, drops, ok := parseFloorSummary(st.stderr); ok {
+				r.Events, r.Lost = &records, &drops
+			} else if r.Error == "" {
+				r.Error = "the floor printed no summary line: " + lastLines(st.stderr, 3)
 			}
 		}
 		if tracer == tracerBpftrace {

@@ -296,6 +296,8 @@ func tracerLabel(t string) string {
 		return "`tcpscope serve` (not scraped)"
 	case tracerServeScrape:
 		return "`tcpscope serve`, /metrics scraped 1/s"
+	case tracerFloor:
+		return "floor: ring buffer only (`bpf/floor.bpf.c`)"
 	}
 	return t
 }
@@ -395,6 +397,16 @@ func renderMarkdown(r *Report) string {
 			}
 			p("| %s | %s | %d | %d | %d | %d | %.0f MiB | %s |\n", run.Close, run.Tracer, run.Round, run.Conns, *run.Events, *run.Lost, mib(run.TracerRSS), scr)
 		}
+	}
+	var floorRuns []string
+	for _, run := range r.RawRuns {
+		if run.Tracer == tracerFloor && run.Lost != nil && run.Events != nil {
+			floorRuns = append(floorRuns, fmt.Sprintf("%s-first round %d: %d records for %d connections, %d refused by the full ring",
+				run.Close, run.Round, *run.Events, run.Conns, *run.Lost))
+		}
+	}
+	if len(floorRuns) > 0 {
+		p("\nThe floor, from its exit line: %s.\n", strings.Join(floorRuns, "; "))
 	}
 	if bl := r.BpftraceLoss; bl != nil {
 		p("\nbpftrace, in one more server-first run with its output to a file in memory (its \"Lost N events\" lines are in the output):\n\n")

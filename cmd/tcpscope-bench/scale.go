@@ -5,7 +5,8 @@ package main
 // open a loopback listener and connect to it K times, keeping both ends, and
 // at each size the views are timed with their output to /dev/null:
 // `tcpscope netstat -ant`, `-antp`, `--summary`, `ss -tan`, `ss -tanp`,
-// `netstat -ant` and `netstat -antp`.
+// `netstat -ant` and `netstat -antp`, and the floor of a one-shot view
+// (floor.go).
 
 import (
 	"bufio"
@@ -94,6 +95,10 @@ var scaleViews = []scaleView{
 	{tool: "ss", args: []string{"-tanp"}, slow: true, vs: "netstat -antp"},
 	{tool: "netstat", args: []string{"-ant"}, vs: "netstat -ant"},
 	{tool: "netstat", args: []string{"-antp"}, slow: true, vs: "netstat -antp"},
+	// The least a one-shot view through cilium/ebpf and iter/tcp costs:
+	// load and attach one tiny program, read a byte per socket, print a
+	// count per state, as `tcpscope netstat --summary` prints.
+	{tool: "floor", args: []string{floorWalkArg}, vs: "netstat --summary"},
 }
 
 func (v scaleView) name() string { return v.tool + " " + strings.Join(v.args, " ") }
@@ -175,6 +180,7 @@ func (b *bench) scalePhase(ctx context.Context) *ScaleReport {
 		b.note("scale phase skipped: %v", err)
 		return sr
 	}
+	bins["floor"] = self
 	for _, n := range b.opts.scaleSizes {
 		if ctx.Err() != nil {
 			break

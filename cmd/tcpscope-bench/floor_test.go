@@ -1,0 +1,152 @@
+package main
+
+import (
+	"context"
+	"net"
+	"os"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/tcpscope/tcpscope/tracer/churn"
+	"github.com/tcpscope/tcpscope/tracer/event"
+)
+
+// The floor moves as many bytes through its ring as tcpscope does.
+func TestFloorRecordSize(t *testing.T) {
+	if got := unsafe.Sizeof(floorFloorEvent{}); got != event.Size {
+		t.Fatalf("floor record is %d bytes, tcpscope's event %d", got, event.Size)
+	}
+}
+
+func TestParseFloorSummary(t *testing.T) {
+	for _, tc := range []struct {
+		in             string
+		records, drops uint64
+		ok             bool
+	}{
+		{"floor: records=10 drops=2\n", 10, 2, true},
+		{"warning\nfloor: records=1 drops=0\nfloor: records=7 drops=3\n", 7, 3, true},
+		{"floor: load floor_state: operation not permitted\n", 0, 0, false},
+		{"", 0, 0, false},
+	} {
+		r, d, ok := parseFloorSummary(tc.in)
+		if r != tc.records || d != tc.drops || ok != tc.ok {
+			t.Errorf("parseFloorSummary(%q) = %d, %d, %v; want %d, %d, %v", tc.in, r, d, ok, tc.records, tc.drops, tc.ok)
+		}
+	}
+}
+
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: loads BPF programs")
+	}
+}
+
+// The floor tracer sees at least the 10 transitions of every connection of
+// a churn (the tracepoint is host-wide, so other tests may add more) and
+// loses none.
+func TestFloorTraceCountsTransitions(t *testing.T) {
+	needRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	traceCtx, stop := context.WithCancel(ctx)
+	attached := make(chan struct{})
+	type result struct {
+		records, drops uint64
+		err            error
+	}
+	done := make(chan result, 1)
+	go func() {
+		r, d, err := runFloorTrace(traceCtx, attached)
+		done <- result{r, d, err}
+	}()
+	select {
+	case <-attached:
+	case r := <-done:
+		t.Fatalf("floor tracer ended before it attached: %v", r.err)
+	}
+	for _, order := range []churn.CloseOrder{churn.ServerFirst, churn.ClientFirst} {
+		res, err := churn.Run(ctx, churn.Config{Conns: 500, Duration: 10 * time.Second, Workers: 2, Close: order})
+		if err != nil {
+			stop()
+			t.Fatalf("churn: %v", err)
+		}
+		if res.Conns != 500 {
+			stop()
+			t.Fatalf("churn made %d connections, want 500", res.Conns)
+		}
+	}
+	stop()
+	r := <-done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if r.records < 10*1000 {
+		t.Errorf("floor read %d records for 1000 connections, want at least 10 000", r.records)
+	}
+	if r.drops != 0 {
+		t.Errorf("floor ring refused %d records", r.drops)
+	}
+}
+
+// The floor walk counts exactly the sockets of its namespace by state.
+func TestFloorWalkCounts(t *testing.T) {
+	needRoot(t)
+	var (
+		counts [256]uint64
+		err    error
+	)
+	nsErr := inFreshNetNS(func() {
+		ln, lerr := net.Listen("tcp4", "127.0.0.1:0")
+		if lerr != nil {
+			err = lerr
+			return
+		}
+		defer ln.Close()
+		var conns []net.Conn
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
+		for range 3 {
+			c, derr := net.Dial("tcp4", ln.Addr().String())
+			if derr != nil {
+				err = derr
+				return
+			}
+			s, aerr := ln.Accept()
+			if aerr != nil {
+				c.Close()
+				err = aerr
+				return
+			}
+			conns = append(conns, c, s)
+		}
+		counts, err = runFloorWalk()
+	})
+	if nsErr != nil {
+		t.Fatal(nsErr)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[event.State]uint64{event.Listen: 1, event.Established: 6}
+	for s, n := range counts {
+		if n != want[event.State(s)] {
+			t.Errorf("%v: %d sockets, want %d (all counts: %v)", event.State(s), n, want[event.State(s)], nonZero(counts))
+		}
+	}
+}
+
+func nonZero(counts [256]uint64) map[event.State]uint64 {
+	m := map[event.State]uint64{}
+	for s, n := range counts {
+		if n > 0 {
+			m[event.State(s)] = n
+		}
+	}
+	return m
+}
