@@ -442,7 +442,7 @@ func renderMarkdown(r *Report) string {
 	if len(r.InProcess) == 0 {
 		p("Not measured.\n")
 	} else {
-		p("The loader in this process with a sink taking CLOCK_MONOTONIC minus each event's kernel timestamp, during a churn run in another process (the reader batches for up to 2 ms while events flow):\n\n")
+		p("The loader in this process with a sink taking CLOCK_MONOTONIC minus each event's kernel timestamp, during a churn run in another process (while events flow the reader takes what the ring holds every millisecond, its default batch):\n\n")
 		p("| close order | conns | rate | events | transitions/conn | lost | p50 | p90 | p99 | p99.9 | max | idle before |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 		for _, ip := range r.InProcess {
 			p("| %s | %d | %s | %d | %.2f | %d | %s | %s | %s | %s | %s | %.0f%% |\n", ip.Close, ip.Conns, fmtRate(ip.Rate), ip.Events, ip.PerConn, ip.Lost,
