@@ -86,16 +86,19 @@ type Live struct {
 // to the table, so that the ring buffer reader never waits for the table's
 // lock: an API answer or a walk's merge may hold it for a long time, and a
 // reader that waits loses events once the ring is full. Batches wait here
-// instead, up to maxPending events.
+// instead, up to maxPending events. When nothing waits here, nothing is
+// being applied and the table's lock is free, the reader applies its batch
+// itself: most batches, under churn, and a thread switch less for each.
 type applyQueue struct {
-	mu      sync.Mutex
-	cond    *sync.Cond // broadcast when the applier takes or finishes a batch
-	pending []event.Event
-	spare   []event.Event
-	queued  uint64 // batches handed over
-	applied uint64 // batches applied (all of the first `applied`)
-	stopped bool   // the applier has ended
-	wake    chan struct{}
+	mu       sync.Mutex
+	cond     *sync.Cond // broadcast when the applier takes or finishes a batch
+	pending  []event.Event
+	spare    []event.Event
+	queued   uint64 // batches handed over or applied by the reader
+	applied  uint64 // batches applied (all of the first `applied`)
+	applying bool   // a batch is being applied, by the applier or the reader
+	stopped  bool   // the applier has ended
+	wake     chan struct{}
 }
 
 // maxPending bounds the events waiting for the table (about 200 bytes
@@ -338,7 +341,8 @@ func (s sink) Event(e *event.Event) {
 	s.l.batch = append(s.l.batch, *e)
 }
 
-// Drained hands the batch to the applier (applyLoop).
+// Drained applies the batch, or hands it to the applier (applyLoop) when
+// the table is busy or earlier batches are still waiting.
 func (s sink) Drained() {
 	l := s.l
 	if len(l.batch) == 0 {
@@ -346,6 +350,27 @@ func (s sink) Drained() {
 	}
 	q := &l.q
 	q.mu.Lock()
+	if len(q.pending) == 0 && !q.applying && !q.stopped {
+		// Nothing is ahead of this batch: apply it here if the table's
+		// lock is free. applying keeps the applier from taking a later
+		// batch meanwhile (there is none: this goroutine queues them).
+		q.applying = true
+		q.mu.Unlock()
+		ok := l.tab.TryApplyBatch(l.batch)
+		if ok {
+			l.afterApply(l.batch)
+		}
+		q.mu.Lock()
+		q.applying = false
+		if ok {
+			q.queued++
+			q.applied = q.queued
+			q.cond.Broadcast()
+			q.mu.Unlock()
+			l.batch = l.batch[:0]
+			return
+		}
+	}
 	for len(q.pending) >= maxPending && !q.stopped {
 		q.cond.Wait()
 	}
@@ -381,24 +406,27 @@ func (l *Live) applyLoop() {
 		q.mu.Lock()
 		take, gen := q.pending, q.queued
 		q.pending, q.spare = q.spare[:0], nil
+		if len(take) > 0 {
+			q.applying = true
+		}
 		q.cond.Broadcast() // room for a reader that waits
 		q.mu.Unlock()
 
 		if len(take) > 0 {
 			l.tab.ApplyBatch(take)
-			if l.opts.Event != nil {
-				for i := range take {
-					l.opts.Event(&take[i])
-				}
-			}
-			l.checkMismatches()
+			l.afterApply(take)
 		}
 
 		q.mu.Lock()
 		if cap(take) <= 1<<14 { // keep a batch's memory, not a long wait's
 			q.spare = take[:0]
 		}
-		q.applied = gen
+		if len(take) > 0 {
+			q.applying = false
+		}
+		// The reader may have applied batches of its own since gen was
+		// read (if take was empty): never move applied back.
+		q.applied = max(q.applied, gen)
 		q.stopped = stop
 		q.cond.Broadcast()
 		q.mu.Unlock()
@@ -406,6 +434,17 @@ func (l *Live) applyLoop() {
 			return
 		}
 	}
+}
+
+// afterApply shows an applied batch to Options.Event and checks that it
+// matched the table.
+func (l *Live) afterApply(evs []event.Event) {
+	if l.opts.Event != nil {
+		for i := range evs {
+			l.opts.Event(&evs[i])
+		}
+	}
+	l.checkMismatches()
 }
 
 // waitApplied returns once every batch handed over before the call is in

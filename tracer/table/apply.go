@@ -19,6 +19,19 @@ func (t *Table) ApplyBatch(evs []event.Event) {
 	t.mu.Unlock()
 }
 
+// TryApplyBatch is ApplyBatch if the table's lock is free at once; if
+// another goroutine holds it (an API answer, a walk's merge), it applies
+// nothing and returns false, so that a caller that must not wait can hand
+// the batch to one that may.
+func (t *Table) TryApplyBatch(evs []event.Event) bool {
+	if !t.mu.TryLock() {
+		return false
+	}
+	t.applyBatch(evs)
+	t.mu.Unlock()
+	return true
+}
+
 func (t *Table) applyBatch(evs []event.Event) {
 	for i := range evs {
 		e := &evs[i]
