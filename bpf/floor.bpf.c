@@ -7,9 +7,11 @@
  *
  * floor_state does what every ring-buffer tracer on the state tracepoint
  * must: reserve a record, stamp it, commit it without waking the reader
- * (which polls every millisecond, as tcpscope's does). The record has the
- * size of tcpscope's event, so the ring traffic is the same; it holds no
- * owner, tuple, counters or anything a map would have to keep.
+ * (which polls every millisecond, as tcpscope's does while events flow, and
+ * never sleeps until woken). The record has the size of tcpscope's
+ * transition record, so its ring traffic is that of `tcpscope trace` (serve
+ * adds timer records); it holds no owner, tuple, counters or anything a map
+ * would have to keep.
  *
  * floor_walk is the least one-shot view: one small record per socket from
  * iter/tcp, which user space counts by state.

@@ -37,7 +37,7 @@ const (
 	floorBatch = time.Millisecond
 )
 
-var floorSummaryRE = regexp.MustCompile(`(?m)^floor: records=(\d+) drops=(\d+)\s*$`)
+var floorSummaryRE = regexp.MustCompile(`(?m)^floor: records=(\d+) drops=(\d+) missed=(\d+)\s*$`)
 
 // floorTraceObjects is what floor-trace loads of the object (LoadAndAssign
 // loads only what it names: not the walk).
@@ -62,37 +62,43 @@ func floorTrace(args []string) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	records, drops, err := runFloorTrace(ctx, nil)
+	res, err := runFloorTrace(ctx, nil)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "floor: %v\n", err)
 		return 1
 	}
-	fmt.Fprintf(os.Stderr, "floor: records=%d drops=%d\n", records, drops)
+	fmt.Fprintf(os.Stderr, "floor: records=%d drops=%d missed=%d\n", res.records, res.drops, res.missed)
 	return 0
+}
+
+// floorResult is what the floor tracer counted.
+type floorResult struct {
+	records uint64 // read from the ring
+	drops   uint64 // refused by the full ring
+	missed  uint64 // firings the kernel skipped: the program was already running on that CPU
 }
 
 // runFloorTrace attaches the floor tracer, closes attached (when not nil)
 // once it is, and reads and discards records until ctx ends; then it takes
-// what the ring still holds and returns how many records it read and how
-// many the full ring refused.
-func runFloorTrace(ctx context.Context, attached chan<- struct{}) (records, drops uint64, err error) {
+// what the ring still holds and returns its counts.
+func runFloorTrace(ctx context.Context, attached chan<- struct{}) (res floorResult, err error) {
 	spec, err := loadFloor()
 	if err != nil {
-		return 0, 0, fmt.Errorf("load floor spec: %w", err)
+		return res, fmt.Errorf("load floor spec: %w", err)
 	}
 	var objs floorTraceObjects
 	if err := spec.LoadAndAssign(&objs, nil); err != nil {
-		return 0, 0, fmt.Errorf("load floor_state: %w", err)
+		return res, fmt.Errorf("load floor_state: %w", err)
 	}
 	defer objs.Close()
 	rd, err := ringbuf.NewReader(objs.Events)
 	if err != nil {
-		return 0, 0, fmt.Errorf("open floor ring: %w", err)
+		return res, fmt.Errorf("open floor ring: %w", err)
 	}
 	defer rd.Close()
 	l, err := link.AttachTracing(link.TracingOptions{Program: objs.State})
 	if err != nil {
-		return 0, 0, fmt.Errorf("attach floor_state: %w", err)
+		return res, fmt.Errorf("attach floor_state: %w", err)
 	}
 	if attached != nil {
 		close(attached)
@@ -111,7 +117,7 @@ func runFloorTrace(ctx context.Context, attached chan<- struct{}) (records, drop
 			if len(rec.RawSample) != event.Size {
 				return fmt.Errorf("floor record of %d bytes, want %d", len(rec.RawSample), event.Size)
 			}
-			records++
+			res.records++
 		}
 	}
 	t := time.NewTimer(floorBatch)
@@ -120,7 +126,7 @@ func runFloorTrace(ctx context.Context, attached chan<- struct{}) (records, drop
 		start := time.Now()
 		if err := drain(); err != nil {
 			_ = l.Close()
-			return records, 0, fmt.Errorf("read floor ring: %w", err)
+			return res, fmt.Errorf("read floor ring: %w", err)
 		}
 		t.Reset(time.Until(start.Add(floorBatch)))
 		select {
@@ -129,19 +135,24 @@ func runFloorTrace(ctx context.Context, attached chan<- struct{}) (records, drop
 		}
 	}
 	if err := l.Close(); err != nil {
-		return records, 0, fmt.Errorf("detach floor_state: %w", err)
+		return res, fmt.Errorf("detach floor_state: %w", err)
 	}
 	if err := drain(); err != nil {
-		return records, 0, fmt.Errorf("read floor ring: %w", err)
+		return res, fmt.Errorf("read floor ring: %w", err)
 	}
 	var perCPU []uint64
 	if err := objs.Drops.Lookup(uint32(0), &perCPU); err != nil {
-		return records, 0, fmt.Errorf("read floor_drops: %w", err)
+		return res, fmt.Errorf("read floor_drops: %w", err)
 	}
 	for _, n := range perCPU {
-		drops += n
+		res.drops += n
 	}
-	return records, drops, nil
+	st, err := objs.State.Stats()
+	if err != nil {
+		return res, fmt.Errorf("floor_state stats: %w", err)
+	}
+	res.missed = st.RecursionMisses
+	return res, nil
 }
 
 func floorWalk(args []string) int {
@@ -203,15 +214,16 @@ func runFloorWalk() (counts [256]uint64, err error) {
 }
 
 // parseFloorSummary reads the floor tracer's exit line.
-func parseFloorSummary(stderr string) (records, drops uint64, ok bool) {
+func parseFloorSummary(stderr string) (res floorResult, ok bool) {
 	all := floorSummaryRE.FindAllStringSubmatch(stderr, -1)
 	if len(all) == 0 {
-		return 0, 0, false
+		return res, false
 	}
 	m := all[len(all)-1]
-	records, _ = strconv.ParseUint(m[1], 10, 64)
-	drops, _ = strconv.ParseUint(m[2], 10, 64)
-	return records, drops, true
+	res.records, _ = strconv.ParseUint(m[1], 10, 64)
+	res.drops, _ = strconv.ParseUint(m[2], 10, 64)
+	res.missed, _ = strconv.ParseUint(m[3], 10, 64)
+	return res, true
 }
 
 // startFloor runs this binary's floor tracer and waits until its program is

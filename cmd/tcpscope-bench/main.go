@@ -591,8 +591,9 @@ func (b *bench) rateRun(ctx context.Context, churnCmd []string, order, tracer st
 			}
 		}
 		if tracer == tracerFloor {
-			if records, drops, ok := parseFloorSummary(st.stderr); ok {
-				r.Events, r.Lost = &records, &drops
+			if fr, ok := parseFloorSummary(st.stderr); ok {
+				lost := fr.drops + fr.missed
+				r.Events, r.Lost = &fr.records, &lost
 			} else if r.Error == "" {
 				r.Error = "the floor printed no summary line: " + lastLines(st.stderr, 3)
 			}

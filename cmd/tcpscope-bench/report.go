@@ -401,7 +401,7 @@ func renderMarkdown(r *Report) string {
 	var floorRuns []string
 	for _, run := range r.RawRuns {
 		if run.Tracer == tracerFloor && run.Lost != nil && run.Events != nil {
-			floorRuns = append(floorRuns, fmt.Sprintf("%s-first round %d: %d records for %d connections, %d refused by the full ring",
+			floorRuns = append(floorRuns, fmt.Sprintf("%s-first round %d: %d records for %d connections, %d lost (refused by the full ring or skipped nested runs)",
 				run.Close, run.Round, *run.Events, run.Conns, *run.Lost))
 		}
 	}

@@ -730,7 +730,7 @@ func renderScale(sr *ScaleReport) string {
 	to, _ := time.ParseDuration(sr.PTimeout)
 	p("\n## One-shot views at scale\n\n")
 	p("Holder processes (this binary, `%s`) each open a listener on 127.0.0.x and up to %d loopback connections to it, keeping both ends, in a network namespace of their own (unless -scale-host-netns), where each view then runs with its output to /dev/null, so the views count exactly these sockets; `tcpscope serve` runs in the host namespace and walks every namespace. "+
-		"Wall-clock seconds, best of 3 (`ss -tanp` and `netstat -antp`: 1 run); every run is bounded by -scale-p-timeout (%s). *vs tcpscope* is the peer's time over `tcpscope netstat` with the same flags.\n\n",
+		"Wall-clock seconds, best of 3 (`ss -tanp` and `netstat -antp`: 1 run); every run is bounded by -scale-p-timeout (%s). *vs tcpscope* is the peer's time over `tcpscope netstat` with the same flags (the floor's: over `--summary`).\n\n",
 		scaleHolderArg, holderMaxConns, sr.PTimeout)
 	p("Goals: the full `-antp` view at 1,000,000 sockets in at most 2 s; every one-shot view faster than ss.\n")
 	if len(sr.Results) == 0 {

@@ -98,7 +98,11 @@ func TestReaderAppliesOrHandsOver(t *testing.T) {
 		<-release
 		return false
 	})
-	<-held
+	select {
+	case <-held:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the table's read lock was not taken (no entry to walk?)")
+	}
 	send(transition(7, 200, event.SynSent, event.Established))
 	send(transition(7, 300, event.Established, event.FinWait1))
 	close(release)

@@ -23,7 +23,10 @@ import (
 	"github.com/tcpscope/tcpscope/tracer/table"
 )
 
-// Source is the part of loader.Tracer that Live uses.
+// Source is the part of loader.Tracer that Live uses. Barrier returns once
+// every event committed before the call has been passed to the sink and the
+// sink's Drained that followed has returned (Drained may apply the batch
+// itself: waitApplied counts on it).
 type Source interface {
 	Run(ctx context.Context, sink loader.Sink) error
 	AllSockets(dst []event.Socket) ([]event.Socket, map[uint32]bool, error)
@@ -41,7 +44,10 @@ type Options struct {
 	// Notify receives one line for each resync, saying why it happened
 	// (for stderr). Nil: silent.
 	Notify func(msg string)
-	// Event, if set, sees every event after the table applied it.
+	// Event, if set, sees every event after the table applied it, in
+	// order and never concurrently, but on the ring reader's goroutine as
+	// often as not: it must not block (a reader that waits loses events
+	// once the ring is full). The table's change hooks run there too.
 	Event func(e *event.Event)
 	// MinResyncInterval spaces resyncs caused by table mismatches
 	// (default 1s); lost events always resync at once.
@@ -91,7 +97,7 @@ type Live struct {
 // itself: most batches, under churn, and a thread switch less for each.
 type applyQueue struct {
 	mu       sync.Mutex
-	cond     *sync.Cond // broadcast when the applier takes or finishes a batch
+	cond     *sync.Cond // broadcast when a batch is taken or applied
 	pending  []event.Event
 	spare    []event.Event
 	queued   uint64 // batches handed over or applied by the reader
@@ -460,12 +466,14 @@ func (l *Live) waitApplied() {
 }
 
 // checkMismatches asks for a resync, at most every 100 ms, when events
-// stopped matching the table (applier goroutine only).
+// stopped matching the table. It runs on whichever goroutine applied the
+// batch (the applying flag orders them), so it takes no table lock.
 func (l *Live) checkMismatches() {
 	if now := time.Now(); now.Sub(l.lastCheck) >= 100*time.Millisecond && !l.seeding.Load() {
 		l.lastCheck = now
-		st := l.tab.Stats()
-		if bad, was := st.Mismatches+st.Unknown, l.mismatch.Load(); bad > was {
+		// Not Stats(): the reader runs this too, and must not wait for
+		// the table's lock.
+		if bad, was := l.tab.Mismatches(), l.mismatch.Load(); bad > was {
 			l.requestResync(fmt.Sprintf("%d events did not match the table", bad-was))
 			l.mismatch.Store(bad)
 		}

@@ -252,9 +252,10 @@ type Table struct {
 	memo     [memoN]stopMemo
 	memoNext int
 
-	dirty   bool
-	version atomic.Uint64
-	changed chan struct{}
+	dirty      bool
+	version    atomic.Uint64
+	mismatches atomic.Uint64 // stats.Mismatches + stats.Unknown, for Mismatches
+	changed    chan struct{}
 
 	hook             func(old, new *Entry, ev *event.Event)
 	hookOld, hookNew Entry
@@ -614,12 +615,10 @@ func (t *Table) Stats() Stats {
 
 // Mismatches returns how many transitions contradicted the table (wrong
 // Old state, or a socket it did not know): each is a sign of lost events,
-// and a reason to resync.
-func (t *Table) Mismatches() uint64 {
-	t.mu.RLock()
-	defer t.mu.RUnlock()
-	return t.stats.Mismatches + t.stats.Unknown
-}
+// and a reason to resync. It takes no lock, so that the ring reader, which
+// must never wait for the table, can watch it; it is current as of the
+// last change applied.
+func (t *Table) Mismatches() uint64 { return t.mismatches.Load() }
 
 // Changed returns a channel that receives (coalesced: buffer 1) after
 // changes of the table.
@@ -630,6 +629,7 @@ func (t *Table) Version() uint64 { return t.version.Load() }
 
 // publish makes a change visible to Changed and Version. Write lock held.
 func (t *Table) publish() {
+	t.mismatches.Store(t.stats.Mismatches + t.stats.Unknown)
 	if !t.dirty {
 		return
 	}
