@@ -152,3 +152,24 @@ func nonZero(counts [256]uint64) map[event.State]uint64 {
 	}
 	return m
 }
+
+func TestStatMajorFaults(t *testing.T) {
+	for _, tc := range []struct {
+		stat string
+		want uint64
+	}{
+		{"1234 (tcpscope) S 1 1234 1234 0 -1 4194560 2117 0 7 0 12 3 0 0 20 0 9 0 100 1000 200", 7},
+		{"77 (a b) (c)) R 1 77 77 0 -1 0 10 0 42 0 1 1 0 0 20 0 1 0 5 6 7", 42},
+		{"garbage", 0},
+		{"1 (x) S 1 2", 0},
+	} {
+		if got := statMajorFaults([]byte(tc.stat)); got != tc.want {
+			t.Errorf("statMajorFaults(%q) = %d, want %d", tc.stat, got, tc.want)
+		}
+	}
+	// This process's own count, read both ways.
+	p, s := procMajorFaults(os.Getpid()), selfMajorFaults()
+	if p > s || s-p > 100 {
+		t.Errorf("/proc says %d major faults, getrusage %d", p, s)
+	}
+}

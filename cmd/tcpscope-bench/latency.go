@@ -11,9 +11,13 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/tcpscope/tcpscope/tracer/live"
 	"github.com/tcpscope/tcpscope/tracer/loader"
@@ -32,6 +36,12 @@ type ViewLatency struct {
 	Lost       uint64  `json:"lost"`    // by the tracer
 	Dropped    uint64  `json:"dropped"` // api: by the stream for this client
 	Resyncs    uint64  `json:"resyncs"` // table: re-reads of the kernel's sockets during the run
+	// Major page faults during the run: of the process that applies the
+	// events (this one for table, serve for api), and of the whole host. A
+	// page the kernel evicted (this VM pages out cold file pages on its
+	// own) costs a read from disk when touched again: a stall of its own.
+	MajorFaults     uint64 `json:"major_faults"`
+	HostMajorFaults uint64 `json:"host_major_faults"`
 	Latency
 	Error string `json:"error,omitempty"`
 }
@@ -89,7 +99,9 @@ func (b *bench) tableLatency(ctx context.Context, churnCmd []string, order strin
 		res.Error = err.Error()
 		return res
 	}
+	self0, host0 := selfMajorFaults(), hostMajorFaults()
 	cr, churnErr := b.churnWorkers(ctx, churnCmd, order, b.opts.duration, workers)
+	res.MajorFaults, res.HostMajorFaults = selfMajorFaults()-self0, hostMajorFaults()-host0
 	st1, err := tr.Stats()
 	cancel()
 	if werr := lv.Wait(); werr != nil && err == nil && ctx.Err() == nil {
@@ -109,8 +121,8 @@ func (b *bench) tableLatency(ctx context.Context, churnCmd []string, order strin
 		b.note("latency to table (close=%s): %d resyncs, the first: %s", order, len(resyncs), resyncs[0])
 	}
 	res.Latency = quantiles(sink.samples)
-	b.logf("latency to table close=%s workers=%d: conns=%d events=%d lost=%d resyncs=%d p50=%.0fus p99=%.0fus max=%.0fus",
-		order, workers, res.Conns, res.Events, res.Lost, res.Resyncs, res.P50us, res.P99us, res.Maxus)
+	b.logf("latency to table close=%s workers=%d: conns=%d events=%d lost=%d resyncs=%d p50=%.0fus p99=%.0fus max=%.0fus major faults=%d (host %d)",
+		order, workers, res.Conns, res.Events, res.Lost, res.Resyncs, res.P50us, res.P99us, res.Maxus, res.MajorFaults, res.HostMajorFaults)
 	return res
 }
 
@@ -180,7 +192,10 @@ func (b *bench) apiLatency(ctx context.Context, churnCmd []string, order string,
 		}
 		done <- o
 	}()
+	pid := tp.cmd.Process.Pid
+	serve0, host0 := procMajorFaults(pid), hostMajorFaults()
 	cr, churnErr := b.churnWorkers(ctx, churnCmd, order, b.opts.duration, workers)
+	res.MajorFaults, res.HostMajorFaults = procMajorFaults(pid)-serve0, hostMajorFaults()-host0
 	// Let the stream catch up before reading the counters and hanging up.
 	time.Sleep(200 * time.Millisecond)
 	m1, serr := scrape(tp.addr)
@@ -202,8 +217,8 @@ func (b *bench) apiLatency(ctx context.Context, churnCmd []string, order string,
 	if o.bad > 0 {
 		b.note("API latency: %d stream lines without a time", o.bad)
 	}
-	b.logf("latency to API close=%s workers=%d: conns=%d events=%d dropped=%d lost=%d p50=%.0fus p99=%.0fus max=%.0fus",
-		order, workers, res.Conns, res.Events, res.Dropped, res.Lost, res.P50us, res.P99us, res.Maxus)
+	b.logf("latency to API close=%s workers=%d: conns=%d events=%d dropped=%d lost=%d p50=%.0fus p99=%.0fus max=%.0fus major faults=%d (host %d)",
+		order, workers, res.Conns, res.Events, res.Dropped, res.Lost, res.P50us, res.P99us, res.Maxus, res.MajorFaults, res.HostMajorFaults)
 	return res
 }
 
@@ -236,4 +251,55 @@ func streamLine(line []byte) (t time.Time, dropped uint64, ok bool) {
 		return t, 0, false
 	}
 	return t, 0, true
+}
+
+// selfMajorFaults is this process's count of major page faults.
+func selfMajorFaults() uint64 {
+	var ru unix.Rusage
+	if unix.Getrusage(unix.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return uint64(ru.Majflt)
+}
+
+// procMajorFaults is a process's count of major page faults (majflt, the
+// 12th field of /proc/PID/stat), 0 when it cannot be read.
+func procMajorFaults(pid int) uint64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	return statMajorFaults(b)
+}
+
+// statMajorFaults reads majflt from the text of /proc/PID/stat.
+func statMajorFaults(b []byte) uint64 {
+	// The command name (field 2) may hold spaces and parentheses: count
+	// from the last ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 10 {
+		return 0
+	}
+	n, _ := strconv.ParseUint(f[9], 10, 64) // field 12: f[0] is field 3
+	return n
+}
+
+// hostMajorFaults is the host's count of major page faults (pgmajfault in
+// /proc/vmstat).
+func hostMajorFaults() uint64 {
+	b, err := os.ReadFile("/proc/vmstat")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "pgmajfault "); ok {
+			n, _ := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+			return n
+		}
+	}
+	return 0
 }
