@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/tcpscope/tcpscope/tracer/event"
 )
@@ -213,3 +214,52 @@ func BenchmarkDropOverdue(b *testing.B) {
 }
 
 const overdueGraceTest = 5e9
+
+// BenchmarkDropOverdueWave: a second's worth of timewait sockets (40k, the
+// churn rate here) whose stops came, as the kernel's expiries make them:
+// their deadlines come due together. One op is the DropOverdue call that
+// takes them all, in a table of 131k; max-lock-µs is the longest it held
+// the table's write lock at a time.
+func BenchmarkDropOverdueWave(b *testing.B) {
+	const n, wave = 131072, 40000
+	const sec = uint64(1e9)
+	key := uint64(0)
+	mono := uint64(0)
+	start := func(tb *Table) {
+		key++
+		mono += sec / wave
+		ip := netip.AddrFrom4([4]byte{10, byte(key >> 16), byte(key >> 8), byte(key)})
+		e := twStart(key, mono, event.TimeWait, tup(cliAP, netip.AddrPortFrom(ip, 80)))
+		tb.Apply(&e)
+	}
+	tb := New()
+	for i := 0; i < n; i++ {
+		start(tb)
+	}
+	oldest := uint64(1)
+	var maxHold time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		// The oldest wave expires in the kernel (stops) and a new one
+		// starts: the table stays at n.
+		for i := 0; i < wave; i++ {
+			e := twStop(oldest, mono)
+			tb.Apply(&e)
+			oldest++
+			start(tb)
+		}
+		// Their deadlines (start + 60 s) are past the grace.
+		now := (oldest-1)*sec/wave + 60*sec + overdueGraceTest + 1
+		b.StartTimer()
+		for more := true; more; {
+			t0 := time.Now()
+			var d int
+			d, more = tb.dropOverdueChunk(now, uint64(overdueGraceTest))
+			if d != 0 {
+				b.Fatalf("dropped %d live entries", d)
+			}
+			maxHold = max(maxHold, time.Since(t0))
+		}
+	}
+	b.ReportMetric(float64(maxHold.Microseconds()), "max-lock-µs")
+}

@@ -650,3 +650,42 @@ func TestDeadlinesResync(t *testing.T) {
 	}
 	check(t, tb)
 }
+
+// DropOverdue takes a wave of deadlines in chunks, each under the lock on
+// its own, and still drops exactly the overdue entries: here 1500 whose
+// stop came (their deadlines are stale) and 500 still in the table past
+// their deadline, several chunks' worth.
+func TestDropOverdueInChunks(t *testing.T) {
+	const sec = uint64(time.Second)
+	tb := New()
+	const n = 2000
+	for i := uint64(1); i <= n; i++ {
+		e := twStart(i, i*sec/1000, TW, tup(cliAP, netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), 80)))
+		tb.Apply(&e)
+	}
+	for i := uint64(1); i <= 1500; i++ {
+		e := twStop(i, 3*sec)
+		tb.Apply(&e)
+	}
+	if n > 2*overdueChunk && len(tb.deadlines) != n {
+		t.Fatalf("%d deadlines queued, want %d", len(tb.deadlines), n)
+	}
+	// One hold of the lock takes one chunk, no more.
+	first, more := tb.dropOverdueChunk(70*sec, 5*sec)
+	if !more || len(tb.deadlines) != n-overdueChunk {
+		t.Fatalf("first chunk: more=%v, %d deadlines left; want more, %d", more, len(tb.deadlines), n-overdueChunk)
+	}
+	if got := first + tb.DropOverdue(70*sec, 5*sec); got != 500 {
+		t.Errorf("dropped %d, want 500", got)
+	}
+	if c := tb.Counts(); c.Total() != 0 {
+		t.Errorf("left %v, want nothing", c)
+	}
+	if len(tb.deadlines) != 0 {
+		t.Errorf("%d deadlines left", len(tb.deadlines))
+	}
+	if st := tb.Stats(); st.Overdue != 500 {
+		t.Errorf("Overdue %d, want 500", st.Overdue)
+	}
+	check(t, tb)
+}
