@@ -86,8 +86,9 @@ func (b *bench) tableLatency(ctx context.Context, churnCmd []string, order strin
 	defer cancel()
 	var resyncs []string
 	lv, err := live.Start(runCtx, tr, table.New(), live.Options{
-		Event:  sink.Event,
-		Notify: func(msg string) { resyncs = append(resyncs, msg) },
+		Event:      sink.Event,
+		Notify:     func(msg string) { resyncs = append(resyncs, msg) },
+		ReaderNice: live.AgentReaderNice, // as serve runs it
 	})
 	if err != nil {
 		res.Error = fmt.Sprintf("live: %v", err)

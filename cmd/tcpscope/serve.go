@@ -343,4 +343,4 @@ func webConfigSecured(path string) (bool, error) {
 }
 
 // readerNice is the ring reader thread's nice value in serve.
-const readerNice = -10
+const readerNice = live.AgentReaderNice

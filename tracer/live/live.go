@@ -61,6 +61,11 @@ type Options struct {
 	ReaderNice int
 }
 
+// AgentReaderNice is the ReaderNice of `tcpscope serve`, the node agent: a
+// host's other work must not starve the ring reader, which at nice 0 waits
+// for a CPU as long as any busy thread does.
+const AgentReaderNice = -10
+
 // Live runs a tracer into a table.
 type Live struct {
 	src  Source
