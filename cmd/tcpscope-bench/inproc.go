@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"slices"
 	"time"
 
@@ -57,14 +58,21 @@ type latencySink struct {
 	samples []uint64
 }
 
-func newLatencySink() *latencySink {
+// newLatencySink returns a sink that keeps its samples in the bench's
+// buffer (made once), and collects garbage first so that no collection is
+// due during the run.
+func (b *bench) newLatencySink() *latencySink {
+	if b.samples == nil {
+		b.samples = make([]uint64, 0, maxSamples)
+	}
+	runtime.GC()
 	// Pair the kernel clock with Go's monotonic clock once; reading Go's
 	// clock (vDSO) per event is far cheaper than a clock_gettime system
 	// call, and both count CLOCK_MONOTONIC.
 	t0 := time.Now()
 	m := ktime.Now()
 	t1 := time.Now()
-	return &latencySink{base: m, baseT: t0.Add(t1.Sub(t0) / 2), samples: make([]uint64, 0, maxSamples)}
+	return &latencySink{base: m, baseT: t0.Add(t1.Sub(t0) / 2), samples: b.samples[:0]}
 }
 
 func (s *latencySink) Event(e *event.Event) {
@@ -99,7 +107,7 @@ func (b *bench) inProcess(ctx context.Context, churnCmd []string, order string) 
 	}
 	defer tr.Close()
 
-	sink := newLatencySink()
+	sink := b.newLatencySink()
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan error, 1)

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -81,7 +82,7 @@ func (b *bench) tableLatency(ctx context.Context, churnCmd []string, order strin
 		return res
 	}
 	defer tr.Close()
-	sink := newLatencySink()
+	sink := b.newLatencySink()
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var resyncs []string
@@ -95,6 +96,7 @@ func (b *bench) tableLatency(ctx context.Context, churnCmd []string, order strin
 		return res
 	}
 	lv.TakeSeed()
+	runtime.GC() // the seed's garbage, before the run rather than in it
 	st0, err := tr.Stats()
 	if err != nil {
 		res.Error = err.Error()

@@ -197,6 +197,11 @@ type bench struct {
 	log    io.Writer
 	rep    *Report
 	script string // tcpstates.bt written out for bpftrace
+	// samples is the latency runs' buffer, reused run after run: a fresh
+	// 64 MiB each time made the garbage collector run during the runs,
+	// and its worker held a P while the CPUs were saturated, which stalled
+	// the ring reader (it needs a P to run Go code) for tens of ms.
+	samples []uint64
 }
 
 func (b *bench) logf(format string, a ...any) {
