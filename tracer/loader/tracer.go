@@ -513,14 +513,16 @@ func (t *Tracer) Run(ctx context.Context, sink Sink) error {
 		asleep    bool
 	)
 	rec.RawSample = make([]byte, 0, event.Size)
-	// Between batches Run sleeps on a Go timer and then takes what the ring
-	// holds without blocking: a blocking epoll_wait for the rest of each
-	// batch is a syscall the runtime's sysmon keeps taking the P away from,
-	// thousands of thread switches a second under load. Only an idle
-	// reader blocks in epoll_wait, until a producer wakes it.
-	pause := time.NewTimer(time.Hour)
-	pause.Stop()
-	defer pause.Stop()
+	// Between batches Run sleeps in its own thread (nanosleep) and then
+	// takes what the ring holds without blocking. Not on a Go timer: the
+	// runtime fires timers from whichever thread next schedules or sits in
+	// the netpoller, a thread at the process's priority, which under
+	// saturating churn waited 8-30 ms for a CPU while the reader's own
+	// (given a higher priority by ReaderNice callers) would have run at
+	// once. Not in epoll_wait for the rest of the batch either: the
+	// runtime's sysmon kept taking the P from that syscall, thousands of
+	// thread switches a second. Only an idle reader blocks in epoll_wait,
+	// until a producer wakes it.
 	for {
 		pollStart := time.Now()
 		if asleep {
@@ -600,11 +602,10 @@ func (t *Tracer) Run(ctx context.Context, sink Sink) error {
 		// it sleeps here, not in epoll_wait), and a small ring would
 		// overflow during a whole sleep.
 		if !asleep && read < t.cfg.RingBytes/8 {
-			pause.Reset(time.Until(pollStart.Add(t.cfg.Batch)))
 			select {
-			case <-pause.C:
-			case <-t.wake:
-				pause.Stop()
+			case <-t.wake: // a Barrier: poll again at once
+			default:
+				sleepThread(time.Until(pollStart.Add(t.cfg.Batch)))
 			}
 		}
 	}
@@ -789,4 +790,16 @@ func walkExtras(bare bool) uint8 {
 		return 0
 	}
 	return 1
+}
+
+// sleepThread sleeps d in the calling thread, in the kernel: the thread is
+// woken by its own timer, at its own priority. A short sleep keeps the
+// goroutine's P (sysmon leaves a syscall under 10 ms alone while another P
+// is idle).
+func sleepThread(d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	ts := unix.NsecToTimespec(d.Nanoseconds())
+	_ = unix.Nanosleep(&ts, nil) // EINTR: a signal; the next poll comes sooner, no harm
 }
