@@ -233,18 +233,5 @@ func startFloor(ctx context.Context) (*tracerProc, error) {
 	if err != nil {
 		return nil, fmt.Errorf("find this binary: %w", err)
 	}
-	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer null.Close()
-	p, err := startProc("floor", null, self, floorTraceArg)
-	if err != nil {
-		return nil, err
-	}
-	pid := p.cmd.Process.Pid
-	if err := p.waitReady(ctx, 20*time.Second, func() bool { return countFDs(pid, "anon_inode:bpf_link") >= 1 }); err != nil {
-		return nil, err
-	}
-	return p, nil
+	return startAttached(ctx, "floor", 1, self, floorTraceArg)
 }

@@ -131,17 +131,23 @@ func (p *tracerProc) stop() stopResult {
 // programs are attached: tcpscope attaches them with BPF links, so its
 // fd table shows them.
 func startTcpscope(ctx context.Context, path string, args ...string) (*tracerProc, error) {
+	return startAttached(ctx, "tcpscope", 2, path, append([]string{"trace"}, args...)...)
+}
+
+// startAttached runs a tracer with its output to /dev/null and waits until
+// its fd table holds links BPF links (it attaches its programs with them).
+func startAttached(ctx context.Context, name string, links int, path string, args ...string) (*tracerProc, error) {
 	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
 	if err != nil {
 		return nil, err
 	}
 	defer null.Close()
-	p, err := startProc("tcpscope", null, path, append([]string{"trace"}, args...)...)
+	p, err := startProc(name, null, path, args...)
 	if err != nil {
 		return nil, err
 	}
 	pid := p.cmd.Process.Pid
-	if err := p.waitReady(ctx, 20*time.Second, func() bool { return countFDs(pid, "anon_inode:bpf_link") >= 2 }); err != nil {
+	if err := p.waitReady(ctx, 20*time.Second, func() bool { return countFDs(pid, "anon_inode:bpf_link") >= links }); err != nil {
 		return nil, err
 	}
 	return p, nil
