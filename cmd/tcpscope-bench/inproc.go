@@ -87,6 +87,13 @@ func (s *latencySink) Event(e *event.Event) {
 	}
 }
 
+// Events is Event for each of a batch (live.Options.Events).
+func (s *latencySink) Events(evs []event.Event) {
+	for i := range evs {
+		s.Event(&evs[i])
+	}
+}
+
 func (s *latencySink) Drained()            {}
 func (s *latencySink) Lost(_ loader.Stats) {}
 

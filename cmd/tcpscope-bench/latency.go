@@ -87,7 +87,7 @@ func (b *bench) tableLatency(ctx context.Context, churnCmd []string, order strin
 	defer cancel()
 	var resyncs []string
 	lv, err := live.Start(runCtx, tr, table.New(), live.Options{
-		Event:      sink.Event,
+		Events:     sink.Events,
 		Notify:     func(msg string) { resyncs = append(resyncs, msg) },
 		ReaderNice: live.AgentReaderNice, // as serve runs it
 	})

@@ -127,6 +127,7 @@ func TestServeBurst(t *testing.T) {
 	if lost == 0 {
 		return
 	}
+	t.Logf("serve's log:\n%s", s.stderr.String())
 	if idleLost > 0 {
 		t.Logf("no verdict on lost events: the host lost %v in 2s with nothing of this test running (other load overflows the ring)", idleLost)
 		return

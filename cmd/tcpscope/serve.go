@@ -83,7 +83,11 @@ Stops cleanly on SIGTERM or Ctrl-C.`,
 	fl.DurationVar(&f.timeWaitKeep, "timewait.keep", time.Minute, "the longest interval /api/v1/timewait can report on (TIME_WAIT entries are kept this long)")
 	fl.StringVar(&f.logFormat, "log.format", "text", "log format: text or json")
 	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 5*time.Second, "how long to let requests finish on SIGTERM")
-	fl.StringVar(&f.ringSize, "ring-size", "8M", "ring buffer size, a power of two (e.g. 4M, 64M)")
+	// 32M, not trace's 8M: the agent's reader is a goroutine among the API's,
+	// and the Go scheduler can hold it back 5-100 ms while a burst of API
+	// clients keeps every P busy (measured in TestServeBurst); at this
+	// machine's top churn (600k+ events/s) 8M is ~80 ms of events.
+	fl.StringVar(&f.ringSize, "ring-size", "32M", "ring buffer size, a power of two (e.g. 8M, 64M)")
 	fl.StringVar(&f.btf, "btf", "", "kernel BTF file to use instead of /sys/kernel/btf/vmlinux")
 	fl.BoolVar(&f.pprof, "debug.pprof", false, "also serve Go's profiles under /debug/pprof/ (behind the same TLS and auth)")
 	fl.SortFlags = false
@@ -272,7 +276,7 @@ func runServe(ctx context.Context, f serveFlags, stderr io.Writer, listening fun
 	a.SetWalker(tr)
 	lv, err := live.Start(ctx, tr, tab, live.Options{
 		Notify: func(msg string) { log.Warn("table", "msg", msg) },
-		Event:  a.Publish,
+		Events: a.Publish,
 		// The API's answers and the host's other work must not starve
 		// the ring reader (TestServeBurst).
 		ReaderNice: readerNice,

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -81,8 +82,8 @@ func TestStreamSlowClientDoesNotBlock(t *testing.T) {
 	a := New(Options{Table: table.New(), StreamQueue: 4})
 	srv := httptest.NewServer(a.Handler())
 	defer srv.Close()
-	client := &http.Client{Timeout: 30 * time.Second} // bounds the test if the stream stalls
-	resp, err := client.Get(srv.URL + "/api/v1/events?netns=9")
+	hc := &http.Client{Timeout: 30 * time.Second} // bounds the test if the stream stalls
+	resp, err := hc.Get(srv.URL + "/api/v1/events?netns=9")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,10 +94,16 @@ func TestStreamSlowClientDoesNotBlock(t *testing.T) {
 	// The client reads nothing yet: far more events than its queue holds,
 	// and some of another namespace, which it must not get.
 	const n = 100000
+	var batch []event.Event
 	for i := range n {
-		a.Publish(transition(uint64(i), event.SynSent, event.Established, uint16(10000+i%1000), 9))
-		a.Publish(transition(uint64(i), event.SynSent, event.Established, 1, 8))
+		batch = append(batch, *transition(uint64(i), event.SynSent, event.Established, uint16(10000+i%1000), 9),
+			*transition(uint64(i), event.SynSent, event.Established, 1, 8))
+		if len(batch) >= 1+i%700 { // batches of many sizes
+			a.Publish(batch)
+			batch = batch[:0]
+		}
 	}
+	a.Publish(batch)
 	if a.Dropped() == 0 {
 		t.Fatalf("%d events into a queue of 4 with nobody reading: nothing dropped", n)
 	}
@@ -106,19 +113,19 @@ func TestStreamSlowClientDoesNotBlock(t *testing.T) {
 	// alongside, without holding the API's lock (the handler needs it to
 	// end), and bounded.
 	a.mu.RLock()
-	var queues []chan event.Event
+	var clients []*client
 	for c := range a.clients {
-		queues = append(queues, c.queue)
+		clients = append(clients, c)
 	}
 	a.mu.RUnlock()
 	go func() {
 		deadline := time.Now().Add(20 * time.Second)
-		for _, q := range queues {
-			for len(q) > 0 && time.Now().Before(deadline) {
+		for _, c := range clients {
+			for c.queued() > 0 && time.Now().Before(deadline) {
 				time.Sleep(time.Millisecond)
 			}
 		}
-		a.Publish(transition(1, event.Established, event.FinWait1, 4242, 9))
+		a.Publish([]event.Event{*transition(1, event.Established, event.FinWait1, 4242, 9)})
 	}()
 	sc := bufio.NewScanner(resp.Body)
 	var dropped, events int
@@ -149,7 +156,7 @@ func TestStreamSlowClientDoesNotBlock(t *testing.T) {
 	resp.Body.Close()
 	deadline := time.Now().Add(5 * time.Second)
 	for a.Clients() != 0 && time.Now().Before(deadline) {
-		a.Publish(transition(1, event.SynSent, event.Established, 1, 9)) // a write notices the hang-up
+		a.Publish([]event.Event{*transition(1, event.SynSent, event.Established, 1, 9)}) // a write notices the hang-up
 		time.Sleep(10 * time.Millisecond)
 	}
 	if a.Clients() != 0 {
@@ -217,5 +224,51 @@ func TestDiagRoutes(t *testing.T) {
 		if resp.StatusCode != http.StatusBadRequest {
 			t.Errorf("%s: HTTP %d, want 400", q, resp.StatusCode)
 		}
+	}
+}
+
+// TestClientQueueGaps: a client's queue keeps what fits of each batch, in
+// order, and marks each loss at the first event queued after it.
+func TestClientQueueGaps(t *testing.T) {
+	ev := func(port uint16, netns uint32) event.Event {
+		return *transition(uint64(port), event.SynSent, event.Established, port, netns)
+	}
+	a := New(Options{Table: table.New()})
+	spec, err := params(map[string][]string{"netns": {"9"}}, "netns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &client{spec: spec, limit: 3, wake: make(chan struct{}, 1)}
+	type want struct {
+		ports []uint16
+		gaps  []gap
+	}
+	for i, step := range []struct {
+		batch []event.Event
+		lost  uint64
+		take  bool
+		want  want
+	}{
+		{[]event.Event{ev(1, 9), ev(2, 8), ev(3, 9)}, 0, true, want{[]uint16{1, 3}, nil}},
+		{[]event.Event{ev(4, 9), ev(5, 9), ev(6, 9), ev(7, 9), ev(8, 8)}, 1, false, want{}}, // 7 lost
+		{[]event.Event{ev(9, 9)}, 1, true, want{[]uint16{4, 5, 6}, nil}},                    // 9 lost
+		{[]event.Event{ev(10, 8)}, 0, true, want{}},
+		{[]event.Event{ev(11, 9), ev(12, 9)}, 0, true, want{[]uint16{11, 12}, []gap{{0, 2}}}},
+	} {
+		if lost := c.offer(step.batch, a.matches); lost != step.lost {
+			t.Errorf("step %d: lost %d, want %d", i, lost, step.lost)
+		}
+		if !step.take {
+			continue
+		}
+		q, gaps := c.take()
+		var ports []uint16
+		for _, e := range q {
+			ports = append(ports, e.Local.Port())
+		}
+		if !slices.Equal(ports, step.want.ports) || !slices.Equal(gaps, step.want.gaps) {
+			t.Errorf("step %d: queue %v gaps %v, want %v %v", i, ports, gaps, step.want.ports, step.want.gaps)
+		}
+		c.done(q)
 	}
 }

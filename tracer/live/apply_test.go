@@ -56,9 +56,11 @@ func TestReaderAppliesOrHandsOver(t *testing.T) {
 	tab := table.New()
 	var mu sync.Mutex
 	var seen []event.State
-	l, err := Start(ctx, src, tab, Options{Event: func(e *event.Event) {
+	l, err := Start(ctx, src, tab, Options{Events: func(evs []event.Event) {
 		mu.Lock()
-		seen = append(seen, e.New)
+		for _, e := range evs {
+			seen = append(seen, e.New)
+		}
 		mu.Unlock()
 	}})
 	if err != nil {
@@ -117,11 +119,11 @@ func TestReaderAppliesOrHandsOver(t *testing.T) {
 	mu.Lock()
 	want := []event.State{event.SynSent, event.Established, event.FinWait1, event.FinWait2}
 	if len(seen) != len(want) {
-		t.Errorf("Options.Event saw %v, want %v", seen, want)
+		t.Errorf("Options.Events saw %v, want %v", seen, want)
 	} else {
 		for i := range want {
 			if seen[i] != want[i] {
-				t.Errorf("Options.Event saw %v, want %v", seen, want)
+				t.Errorf("Options.Events saw %v, want %v", seen, want)
 				break
 			}
 		}
@@ -130,5 +132,21 @@ func TestReaderAppliesOrHandsOver(t *testing.T) {
 	cancel()
 	if err := l.Wait(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestLossCauses(t *testing.T) {
+	for _, c := range []struct {
+		prev, cur loader.Stats
+		want      string
+	}{
+		{loader.Stats{}, loader.Stats{RingDrops: 5}, "ring buffer full: 5"},
+		{loader.Stats{RingDrops: 5, MainMisses: 3, Recovered: 3}, loader.Stats{RingDrops: 5, MainMisses: 7, Recovered: 4, TimerMisses: 2},
+			"state-change runs skipped by the kernel: 3; timer runs skipped by the kernel: 2"},
+		{loader.Stats{BadRecords: 1}, loader.Stats{RingDrops: 1, BadRecords: 2}, "ring buffer full: 1; undecodable records: 1"},
+	} {
+		if got := lossCauses(c.prev, c.cur); got != c.want {
+			t.Errorf("lossCauses(%+v, %+v) = %q, want %q", c.prev, c.cur, got, c.want)
+		}
 	}
 }

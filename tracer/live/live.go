@@ -44,11 +44,12 @@ type Options struct {
 	// Notify receives one line for each resync, saying why it happened
 	// (for stderr). Nil: silent.
 	Notify func(msg string)
-	// Event, if set, sees every event after the table applied it, in
-	// order and never concurrently, but on the ring reader's goroutine as
-	// often as not: it must not block (a reader that waits loses events
-	// once the ring is full). The table's change hooks run there too.
-	Event func(e *event.Event)
+	// Events, if set, sees every batch of events after the table applied
+	// it, in order and never concurrently, but on the ring reader's
+	// goroutine as often as not: it must not block (a reader that waits
+	// loses events once the ring is full), and must not keep evs, which is
+	// reused. The table's change hooks run there too.
+	Events func(evs []event.Event)
 	// MinResyncInterval spaces resyncs caused by table mismatches
 	// (default 1s); lost events always resync at once.
 	MinResyncInterval time.Duration
@@ -78,7 +79,7 @@ type Live struct {
 	resyncs      atomic.Uint64
 	skipped      atomic.Uint64   // namespaces walks could not enter
 	warned       map[uint32]bool // namespaces already reported skipped (walks run one at a time)
-	lastLost     atomic.Uint64
+	lastLoss     loader.Stats    // at the last loss reported (reader goroutine only)
 	runErr       chan error
 	walkBuf      []event.Socket
 	lastCheck    time.Time
@@ -104,11 +105,11 @@ type applyQueue struct {
 	mu       sync.Mutex
 	cond     *sync.Cond // broadcast when a batch is taken or applied
 	pending  []event.Event
-	spare    []event.Event
-	queued   uint64 // batches handed over or applied by the reader
-	applied  uint64 // batches applied (all of the first `applied`)
-	applying bool   // a batch is being applied, by the applier or the reader
-	stopped  bool   // the applier has ended
+	free     [][]event.Event // empty batch buffers, for the reader's next batch
+	queued   uint64          // batches handed over or applied by the reader
+	applied  uint64          // batches applied (all of the first `applied`)
+	applying bool            // a batch is being applied, by the applier or the reader
+	stopped  bool            // the applier has ended
 	wake     chan struct{}
 }
 
@@ -387,9 +388,15 @@ func (s sink) Drained() {
 	}
 	if len(q.pending) == 0 {
 		// The applier has taken everything: hand the batch over without
-		// a copy. Each buffer is in one place at a time (batch, pending,
-		// spare, or the applier's hands).
-		q.pending, l.batch = l.batch, q.pending[:0]
+		// a copy, and go on with a buffer of the same size (a batch
+		// that grew from nothing cost the reader a tenth of its time
+		// under churn: copies and fresh pages). Each buffer is in one
+		// place at a time (batch, pending, free, or the applier's hands).
+		if cap(q.pending) > 0 {
+			q.putFree(q.pending)
+		}
+		q.pending = l.batch
+		l.batch = q.getFree(cap(l.batch))
 	} else {
 		q.pending = append(q.pending, l.batch...)
 		l.batch = l.batch[:0]
@@ -402,8 +409,36 @@ func (s sink) Drained() {
 	}
 }
 
+// keptBuffers and keptBufferCap bound the batch buffers kept for reuse:
+// enough for a batch being filled, one waiting and one being applied, each
+// the size of a busy poll's batch (an eighth of the default ring is ~6.5k
+// events), not of a long wait's backlog.
+const (
+	keptBuffers   = 3
+	keptBufferCap = 1 << 14
+)
+
+// putFree keeps an emptied batch buffer for reuse, within the bounds above.
+// Call with q.mu held.
+func (q *applyQueue) putFree(b []event.Event) {
+	if cap(b) <= keptBufferCap && len(q.free) < keptBuffers {
+		q.free = append(q.free, b[:0])
+	}
+}
+
+// getFree returns an empty batch buffer: a kept one, or a new one of
+// capacity n. Call with q.mu held.
+func (q *applyQueue) getFree(n int) []event.Event {
+	if k := len(q.free); k > 0 {
+		b := q.free[k-1]
+		q.free = q.free[:k-1]
+		return b
+	}
+	return make([]event.Event, 0, min(n, keptBufferCap))
+}
+
 // applyLoop applies the reader's batches to the table, in order, shows
-// them to Options.Event, and checks that they matched the table. It ends
+// them to Options.Events, and checks that they matched the table. It ends
 // when the reader has stopped and everything it handed over is applied.
 func (l *Live) applyLoop() {
 	q := &l.q
@@ -416,7 +451,7 @@ func (l *Live) applyLoop() {
 		}
 		q.mu.Lock()
 		take, gen := q.pending, q.queued
-		q.pending, q.spare = q.spare[:0], nil
+		q.pending = nil
 		if len(take) > 0 {
 			q.applying = true
 		}
@@ -429,8 +464,8 @@ func (l *Live) applyLoop() {
 		}
 
 		q.mu.Lock()
-		if cap(take) <= 1<<14 { // keep a batch's memory, not a long wait's
-			q.spare = take[:0]
+		if cap(take) > 0 {
+			q.putFree(take)
 		}
 		if len(take) > 0 {
 			q.applying = false
@@ -447,13 +482,11 @@ func (l *Live) applyLoop() {
 	}
 }
 
-// afterApply shows an applied batch to Options.Event and checks that it
+// afterApply shows an applied batch to Options.Events and checks that it
 // matched the table.
 func (l *Live) afterApply(evs []event.Event) {
-	if l.opts.Event != nil {
-		for i := range evs {
-			l.opts.Event(&evs[i])
-		}
+	if l.opts.Events != nil {
+		l.opts.Events(evs)
 	}
 	l.checkMismatches()
 }
@@ -486,8 +519,28 @@ func (l *Live) checkMismatches() {
 }
 
 func (s sink) Lost(st loader.Stats) {
-	prev := s.l.lastLost.Swap(st.Lost())
-	if st.Lost() > prev {
-		s.l.requestResync(fmt.Sprintf("%d events lost (ring buffer full or programs skipped)", st.Lost()-prev))
+	prev := s.l.lastLoss
+	if st.Lost() > prev.Lost() {
+		s.l.lastLoss = st
+		s.l.requestResync(fmt.Sprintf("%d events lost (%s)", st.Lost()-prev.Lost(), lossCauses(prev, st)))
 	}
+}
+
+// lossCauses says what lost the events counted between two Stats.
+func lossCauses(prev, cur loader.Stats) string {
+	var parts []string
+	for _, c := range []struct {
+		what    string
+		was, is uint64
+	}{
+		{"ring buffer full", prev.RingDrops, cur.RingDrops},
+		{"state-change runs skipped by the kernel", prev.Unrecovered(), cur.Unrecovered()},
+		{"timer runs skipped by the kernel", prev.TimerMisses, cur.TimerMisses},
+		{"undecodable records", prev.BadRecords, cur.BadRecords},
+	} {
+		if c.is > c.was {
+			parts = append(parts, fmt.Sprintf("%s: %d", c.what, c.is-c.was))
+		}
+	}
+	return strings.Join(parts, "; ")
 }
