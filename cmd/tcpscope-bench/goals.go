@@ -171,7 +171,7 @@ func (r *Report) evalGoals() []Goal {
 	if rr := r.Ramp; rr != nil {
 		for _, res := range rr.Rings {
 			n := len(res.Steps)
-			if res.Ring != defaultRingLabel || n == 0 {
+			if !isDefaultRing(res.Ring) || n == 0 {
 				continue
 			}
 			measured = true
@@ -207,7 +207,7 @@ func (r *Report) evalGoals() []Goal {
 	if rr := r.Ramp; rr != nil {
 		for _, big := range rr.Rings {
 			n := len(big.Steps)
-			if big.Ring == defaultRingLabel || n == 0 {
+			if isDefaultRing(big.Ring) || n == 0 {
 				continue
 			}
 			m := fmt.Sprintf("0 lost up to %d workers (peak %s events/s)", big.Steps[n-1].Workers, groupDigits(int64(big.SustainedEPS)))

@@ -18,8 +18,17 @@ import (
 // at 2 GiB).
 const maxRingFlag = "2G"
 
-// defaultRingLabel names the ring of a ramp run without --ring-size.
-const defaultRingLabel = "8M (default)"
+// defaultRingLabel names the ring of a ramp run without --ring-size: the
+// pipeline's default (serve's is larger, see its --ring-size flag).
+func defaultRingLabel(pipe string) string {
+	if pipe == "serve" {
+		return "32M (default)"
+	}
+	return "8M (default)"
+}
+
+// isDefaultRing says whether a ramp result's ring label is a default's.
+func isDefaultRing(label string) bool { return strings.HasSuffix(label, " (default)") }
 
 // RampReport is the ramp at every ring size.
 type RampReport struct {
@@ -115,7 +124,7 @@ func (b *bench) rampPhase(ctx context.Context, churnCmd []string) *RampReport {
 		for _, ring := range []string{"", maxRingFlag} {
 			res := RampResult{Pipeline: pipe, Ring: ring}
 			if ring == "" {
-				res.Ring = defaultRingLabel
+				res.Ring = defaultRingLabel(pipe)
 			}
 			for !rampDone(res.Steps, b.opts.rampWorkers) && ctx.Err() == nil {
 				w := b.opts.rampWorkers[len(res.Steps)]

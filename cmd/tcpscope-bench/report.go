@@ -494,7 +494,7 @@ func renderRamp(rr *RampReport) string {
 	p := func(format string, a ...any) { fmt.Fprintf(&w, format, a...) }
 	p("\n## Events per second before the first loss\n\n")
 	p("`tcpscope trace --ring-size R > /dev/null` and `tcpscope serve --ring-size R` (table, metrics and API; nothing scraping it) under server-first churn with more and more tcpchurn workers (%v), %s per step, a fresh tracer each step; each ramp stops at the first step that lost an event. "+
-		"The default ring is 8M; %s is the largest `--ring-size` accepts. Events: trace's count, serve's `tcpscope_transitions_total`.\n\n", rr.Workers, rr.Duration, maxRingFlag)
+		"The default ring is 8M for trace and 32M for serve; %s is the largest `--ring-size` accepts. Events: trace's count, serve's `tcpscope_transitions_total`.\n\n", rr.Workers, rr.Duration, maxRingFlag)
 	p("| pipeline | ring | workers | conns/s | events/s | events | lost | idle before |\n|---|---|--:|--:|--:|--:|--:|--:|\n")
 	for _, res := range rr.Rings {
 		for _, st := range res.Steps {

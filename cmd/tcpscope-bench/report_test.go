@@ -168,9 +168,9 @@ func goalsReport() *Report {
 	}
 	r.summarize()
 	r.Ramp = &RampReport{Workers: []int{1, 2}, Duration: "2s", Rings: []RampResult{
-		{Pipeline: "trace", Ring: defaultRingLabel, Steps: []RampStep{{Workers: 1, EventsPerSec: 100000}, {Workers: 2, EventsPerSec: 250000, Lost: 7}}},
+		{Pipeline: "trace", Ring: defaultRingLabel("trace"), Steps: []RampStep{{Workers: 1, EventsPerSec: 100000}, {Workers: 2, EventsPerSec: 250000, Lost: 7}}},
 		{Pipeline: "trace", Ring: "2G", Steps: []RampStep{{Workers: 1, EventsPerSec: 100000}, {Workers: 2, EventsPerSec: 260000}}},
-		{Pipeline: "serve", Ring: defaultRingLabel, Steps: []RampStep{{Workers: 1, EventsPerSec: 90000}, {Workers: 2, EventsPerSec: 240000}}},
+		{Pipeline: "serve", Ring: defaultRingLabel("serve"), Steps: []RampStep{{Workers: 1, EventsPerSec: 90000}, {Workers: 2, EventsPerSec: 240000}}},
 	}}
 	for i := range r.Ramp.Rings {
 		r.Ramp.Rings[i].summarize()
@@ -245,7 +245,7 @@ func TestGoals(t *testing.T) {
 		"| trace | 8M (default) | 2 | – | 250,000 | 0 | 7 | 0% |",
 		"- trace, ring 8M (default): 100,000 events/s sustained; first loss at 2 workers (250,000 events/s).",
 		"- trace, ring 2G: no loss at any step; peak 260,000 events/s",
-		"- serve, ring 8M (default): no loss at any step; peak 240,000 events/s",
+		"- serve, ring 32M (default): no loss at any step; peak 240,000 events/s",
 		"| api | server | default | error: boom |",
 		"| table | server | 1 | 0 | – | 0 | 0 | 0 | – | 500 µs |",
 		"| server | serve | 1 | 800 | 8000 | 0 | 64 MiB |  |",

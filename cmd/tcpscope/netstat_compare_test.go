@@ -186,7 +186,7 @@ func TestNetstatTimeWaitExpiry(t *testing.T) {
 			st := stateOf(strings.Split(f, "\n"), p, l[1])
 			return len(st) == 1 && st[0] == "TIME_WAIT"
 		}); !ok {
-			t.Errorf("-c: no TIME_WAIT for %d; last print:\n%s", p, f)
+			t.Errorf("-c: no TIME_WAIT for %d; last print:\n%s\nstderr:\n%s", p, f, w.stderr.String())
 		}
 	}
 	expiry(t, ns, w, "time-wait", [][2]int{{before, l[1]}, {during, l[1]}}, 70*time.Second-time.Since(made))
