@@ -360,6 +360,12 @@ func (r *liveRun) dump(ns *netNS) string {
 	}
 	st := r.tab.Stats()
 	fmt.Fprintf(&b, "table stats: %+v resyncs(live)=%d", st, r.lv.Resyncs())
+	if ts, err := r.tr.Stats(); err == nil {
+		fmt.Fprintf(&b, "\ntracer stats: lost=%d %+v", ts.Lost(), ts)
+	}
+	r.mu.Lock()
+	fmt.Fprintf(&b, "\nnotes: %q", r.notes)
+	r.mu.Unlock()
 	return b.String()
 }
 
