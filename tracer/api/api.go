@@ -77,7 +77,9 @@ type Options struct {
 	Walker Walker
 	Clock  *ktime.Clock
 	// StreamQueue is how many events one stream client may have waiting
-	// (default 4096, about 1 MiB); beyond that its events are dropped.
+	// (default 4096); beyond that its events are dropped. A client holds
+	// up to twice that, the queue and the batch being written: about
+	// 2 MiB at the default.
 	StreamQueue int
 	// Namespaces lists the network namespaces a walk can enter
 	// (default loader.Namespaces).

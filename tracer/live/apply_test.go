@@ -135,18 +135,49 @@ func TestReaderAppliesOrHandsOver(t *testing.T) {
 	}
 }
 
-func TestLossCauses(t *testing.T) {
+func TestLossSince(t *testing.T) {
 	for _, c := range []struct {
 		prev, cur loader.Stats
+		n         uint64
 		want      string
 	}{
-		{loader.Stats{}, loader.Stats{RingDrops: 5}, "ring buffer full: 5"},
-		{loader.Stats{RingDrops: 5, MainMisses: 3, Recovered: 3}, loader.Stats{RingDrops: 5, MainMisses: 7, Recovered: 4, TimerMisses: 2},
+		{loader.Stats{}, loader.Stats{RingDrops: 5}, 5, "ring buffer full: 5"},
+		{loader.Stats{RingDrops: 5, MainMisses: 3, Recovered: 3}, loader.Stats{RingDrops: 5, MainMisses: 7, Recovered: 4, TimerMisses: 2}, 5,
 			"state-change runs skipped by the kernel: 3; timer runs skipped by the kernel: 2"},
-		{loader.Stats{BadRecords: 1}, loader.Stats{RingDrops: 1, BadRecords: 2}, "ring buffer full: 1; undecodable records: 1"},
+		{loader.Stats{BadRecords: 1}, loader.Stats{RingDrops: 1, BadRecords: 2}, 2, "ring buffer full: 1; undecodable records: 1"},
+		// A skipped run counted before its recovery, then recovered: no loss.
+		{loader.Stats{MainMisses: 2}, loader.Stats{MainMisses: 2, Recovered: 2}, 0, ""},
+		// A fall in one counter does not hide a rise in another.
+		{loader.Stats{MainMisses: 2}, loader.Stats{MainMisses: 2, Recovered: 2, RingDrops: 1}, 1, "ring buffer full: 1"},
 	} {
-		if got := lossCauses(c.prev, c.cur); got != c.want {
-			t.Errorf("lossCauses(%+v, %+v) = %q, want %q", c.prev, c.cur, got, c.want)
+		if n, got := lossSince(c.prev, c.cur); n != c.n || got != c.want {
+			t.Errorf("lossSince(%+v, %+v) = %d %q, want %d %q", c.prev, c.cur, n, got, c.n, c.want)
+		}
+	}
+}
+
+// A loss after a transient one (a skipped run seen before its recovery)
+// still asks for a resync: the reference is the previous call.
+func TestLostAfterTransient(t *testing.T) {
+	l := &Live{resync: make(chan string, 1)}
+	s := sink{l}
+	for i, step := range []struct {
+		st     loader.Stats
+		resync bool
+	}{
+		{loader.Stats{MainMisses: 2}, true},
+		{loader.Stats{MainMisses: 2, Recovered: 2}, false},
+		{loader.Stats{MainMisses: 4, Recovered: 2}, true},
+	} {
+		s.Lost(step.st)
+		var got bool
+		select {
+		case <-l.resync:
+			got = true
+		default:
+		}
+		if got != step.resync {
+			t.Errorf("step %d: resync requested %v, want %v", i, got, step.resync)
 		}
 	}
 }

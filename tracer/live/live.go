@@ -388,9 +388,9 @@ func (s sink) Drained() {
 	}
 	if len(q.pending) == 0 {
 		// The applier has taken everything: hand the batch over without
-		// a copy, and go on with a buffer of the same size (a batch
-		// that grew from nothing cost the reader a tenth of its time
-		// under churn: copies and fresh pages). Each buffer is in one
+		// a copy, and go on with a kept buffer or a new one as large (a
+		// batch that grew from nothing cost the reader a tenth of its
+		// time under churn: copies and fresh pages). Each buffer is in one
 		// place at a time (batch, pending, free, or the applier's hands).
 		if cap(q.pending) > 0 {
 			q.putFree(q.pending)
@@ -427,7 +427,7 @@ func (q *applyQueue) putFree(b []event.Event) {
 }
 
 // getFree returns an empty batch buffer: a kept one, or a new one of
-// capacity n. Call with q.mu held.
+// capacity n (at most keptBufferCap). Call with q.mu held.
 func (q *applyQueue) getFree(n int) []event.Event {
 	if k := len(q.free); k > 0 {
 		b := q.free[k-1]
@@ -518,17 +518,25 @@ func (l *Live) checkMismatches() {
 	}
 }
 
+// Lost compares the loss counters with those of the previous call. Each
+// counter that rose is a loss; one may also fall (a skipped run counted
+// before its recovery), so the reference is always the previous call, and a
+// rise in one counter is not hidden by a fall in another.
 func (s sink) Lost(st loader.Stats) {
 	prev := s.l.lastLoss
-	if st.Lost() > prev.Lost() {
-		s.l.lastLoss = st
-		s.l.requestResync(fmt.Sprintf("%d events lost (%s)", st.Lost()-prev.Lost(), lossCauses(prev, st)))
+	s.l.lastLoss = st
+	if n, why := lossSince(prev, st); n > 0 {
+		s.l.requestResync(fmt.Sprintf("%d events lost (%s)", n, why))
 	}
 }
 
-// lossCauses says what lost the events counted between two Stats.
-func lossCauses(prev, cur loader.Stats) string {
-	var parts []string
+// lossSince returns how many events the counters that rose between two
+// Stats say were lost, and by what.
+func lossSince(prev, cur loader.Stats) (uint64, string) {
+	var (
+		n     uint64
+		parts []string
+	)
 	for _, c := range []struct {
 		what    string
 		was, is uint64
@@ -539,8 +547,9 @@ func lossCauses(prev, cur loader.Stats) string {
 		{"undecodable records", prev.BadRecords, cur.BadRecords},
 	} {
 		if c.is > c.was {
+			n += c.is - c.was
 			parts = append(parts, fmt.Sprintf("%s: %d", c.what, c.is-c.was))
 		}
 	}
-	return strings.Join(parts, "; ")
+	return n, strings.Join(parts, "; ")
 }

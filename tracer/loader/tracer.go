@@ -680,6 +680,18 @@ func (t *Tracer) Stats() (Stats, error) {
 	if t.cfg.WalksOnly {
 		return s, nil // nothing traced
 	}
+	// The skipped runs before the recoveries: the kernel counts a skip
+	// before the recovery program runs, so read in this order a recovery
+	// can only be ahead of its skip (Unrecovered then reads 0 until the
+	// next call), never behind it (a loss that is not one).
+	main, err := t.objs.OnStateChange.Stats()
+	if err != nil {
+		return s, fmt.Errorf("read program stats: %w", err)
+	}
+	nested, err := t.objs.OnStateChangeNested.Stats()
+	if err != nil {
+		return s, fmt.Errorf("read program stats: %w", err)
+	}
 	var perCPU []uint64
 	for idx, dst := range map[tcpscopeStatIndex]*uint64{
 		tcpscopeStatIndexSTAT_RINGBUF_DROPS: &s.RingDrops,
@@ -694,14 +706,6 @@ func (t *Tracer) Stats() (Stats, error) {
 		for _, v := range perCPU {
 			*dst += v
 		}
-	}
-	main, err := t.objs.OnStateChange.Stats()
-	if err != nil {
-		return s, fmt.Errorf("read program stats: %w", err)
-	}
-	nested, err := t.objs.OnStateChangeNested.Stats()
-	if err != nil {
-		return s, fmt.Errorf("read program stats: %w", err)
 	}
 	s.MainMisses = main.RecursionMisses
 	s.RecoveryMisses = nested.RecursionMisses
