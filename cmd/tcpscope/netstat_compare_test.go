@@ -332,8 +332,13 @@ func TestNetstatFinWait2Expiry(t *testing.T) {
 	cli.do("close", c[0])
 	srv.do("waiteof", a[0]) // and never closes: CLOSE_WAIT
 	closed := time.Now()
-	if !ssHas(t, ns, "fin-wait-2", c[1]) {
-		t.Fatalf("ss shows no FIN_WAIT2 on %d:\n%s", c[1], runIn(t, ns, "ss", "-tan"))
+	// The server saw the FIN; the client reaches FIN_WAIT2 when the ACK of
+	// it is processed, which can come a moment later.
+	for !ssHas(t, ns, "fin-wait-2", c[1]) {
+		if time.Since(closed) > 2*time.Second {
+			t.Fatalf("ss shows no FIN_WAIT2 on %d:\n%s", c[1], runIn(t, ns, "ss", "-tan"))
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	if f, ok := w.waitFrame(2*time.Second, func(f string) bool {
 		st := stateOf(strings.Split(f, "\n"), c[1], l[1])
