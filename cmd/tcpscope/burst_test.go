@@ -132,7 +132,12 @@ func TestServeBurst(t *testing.T) {
 		t.Logf("no verdict on lost events: the host lost %v in 2s with nothing of this test running (other load overflows the ring)", idleLost)
 		return
 	}
-	// Lost events: is it the clients or the churn? The same churn, no client.
+	// Lost events: is it the clients or the churn? The same churn, no client
+	// (the event streams closed too).
+	for _, st := range streamLines {
+		st.body.Close()
+		<-st.done
+	}
 	before := scrape(t, s.base, "")["tcpscope_lost_events_total"]
 	t.Logf("control churn without clients: %s", runServeChurn(t, ns, conns, churnMS))
 	alone := scrape(t, s.base, "")["tcpscope_lost_events_total"] - before
