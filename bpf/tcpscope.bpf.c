@@ -778,6 +778,12 @@ static __always_inline int on_sock_timer(struct timer_list *timer, unsigned long
 static __always_inline int emit_sock_timer(const struct sock_common *skc, __u8 kind,
 					   unsigned long expires, bool start)
 {
+	/* A table of one namespace (filter_netns) needs all of its timewait
+	 * and request sockets and none of the others': of the filters, only
+	 * the namespace applies here. */
+	__u32 netns = BPF_CORE_READ(skc, skc_net.net, ns.inum);
+	if (filter_netns && netns != filter_netns)
+		return 0;
 	struct timer_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		stat_inc(STAT_RINGBUF_DROPS);
@@ -787,7 +793,7 @@ static __always_inline int emit_sock_timer(const struct sock_common *skc, __u8 k
 	e->skaddr = (__u64)skc;
 	e->cookie = BPF_CORE_READ(skc, skc_cookie.counter);
 	e->expires_ns = start ? jiffies_left_ns(expires) : 0;
-	e->netns = BPF_CORE_READ(skc, skc_net.net, ns.inum);
+	e->netns = netns;
 	e->kind = kind;
 	read_tuple(skc, e->saddr, e->daddr, &e->family, &e->dport);
 	if (kind == TK_TIMEWAIT_START || kind == TK_TIMEWAIT_STOP) {

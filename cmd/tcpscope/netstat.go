@@ -197,9 +197,23 @@ func runNetstat(ctx context.Context, f netstatFlags, stdout, stderr io.Writer) e
 	ctx, cancel := commandContext(ctx, stdout, f.continuous)
 	defer cancel()
 
+	// A continuous socket list shows the caller's namespace only, as
+	// netstat does: its table follows that namespace alone, with the
+	// kernel dropping every other namespace's events before the ring
+	// buffer, so that churn elsewhere on the host (other pods) costs it
+	// nothing and cannot overflow its ring (a 50k connections/s churn in
+	// another namespace made -c lose 340k events a run before). --summary
+	// and --statistics count the whole host.
+	var filter loader.KernelFilter
+	ownOnly := f.continuous && !f.summary && !f.statistics
+	if ownOnly {
+		if filter.NetNS, err = loader.OwnNetNS(); err != nil {
+			return err
+		}
+	}
 	// A one-shot view prints one walk: it loads only the iterators and
 	// attaches nothing (the same table and printing code as -c).
-	tr, err := loadTracer(stderr, loader.Config{RingBytes: ring, BTFPath: f.btf, Sockets: true, Owners: f.ownerSeed(v),
+	tr, err := loadTracer(stderr, loader.Config{RingBytes: ring, BTFPath: f.btf, Sockets: true, Owners: f.ownerSeed(v), Filter: filter,
 		WalksOnly: !f.continuous,
 		// A one-shot view that prints no timers and no ages needs neither in
 		// its walk (-c walks again at each print).
@@ -228,7 +242,11 @@ func runNetstat(ctx context.Context, f netstatFlags, stdout, stderr io.Writer) e
 	}
 
 	tab := table.New()
-	lv, err := live.Start(ctx, tr, tab, live.Options{
+	var src live.Source = tr
+	if ownOnly {
+		src = ownNetNSSource{tr: tr, ino: filter.NetNS}
+	}
+	lv, err := live.Start(ctx, src, tab, live.Options{
 		Notify: func(msg string) { fmt.Fprintf(stderr, "tcpscope: %s\n", msg) },
 	})
 	if err != nil {
@@ -440,4 +458,21 @@ func ownNetNS() (uint32, error) {
 		return 0, fmt.Errorf("own network namespace: %w", err)
 	}
 	return uint32(st.Ino), nil
+}
+
+// ownNetNSSource is the live table's source for a continuous socket list: the
+// tracer, whose events are filtered to the caller's network namespace in
+// the kernel, walking that namespace alone (Tracer.AllSockets would seed
+// and resync the table with every namespace of the host).
+type ownNetNSSource struct {
+	tr  *loader.Tracer
+	ino uint32
+}
+
+func (o ownNetNSSource) Run(ctx context.Context, sink loader.Sink) error { return o.tr.Run(ctx, sink) }
+func (o ownNetNSSource) Barrier(ctx context.Context) error               { return o.tr.Barrier(ctx) }
+
+func (o ownNetNSSource) AllSockets(dst []event.Socket) ([]event.Socket, map[uint32]bool, error) {
+	socks, err := o.tr.Sockets(dst)
+	return socks, map[uint32]bool{o.ino: true}, err
 }
