@@ -232,10 +232,6 @@ func TestNetstatContinuousOwnNamespace(t *testing.T) {
 	}); !ok {
 		t.Errorf("-c: no TIME_WAIT for %d; last print:\n%s", c[1], f)
 	}
-	f, _ := w.latest()
-	if n := strings.Count(f, "\ntcp "); n != 2 {
-		t.Errorf("-c shows %d sockets, want the listener and the TIME_WAIT of its own namespace:\n%s", n, f)
-	}
 	if e := w.stderr.String(); strings.Contains(e, "lost") || strings.Contains(e, "resynced") {
 		t.Errorf("-c lost events or resynced for another namespace's churn:\n%s", e)
 	}
