@@ -84,7 +84,11 @@ func startTable(ctx context.Context, f tableFlags, stderr io.Writer, hook func(o
 			return nil, err
 		}
 	}
-	lt.tr, err = loadTracer(stderr, loader.Config{RingBytes: ring, BTFPath: f.btf, Sockets: true, WalksOnly: walksOnly, Holders: true})
+	// A report on our own namespace follows that namespace alone, as a
+	// continuous netstat does (ownNetNSSource): other namespaces' events
+	// are dropped in the kernel and the walks read ours only.
+	lt.tr, err = loadTracer(stderr, loader.Config{RingBytes: ring, BTFPath: f.btf, Sockets: true, WalksOnly: walksOnly, Holders: true,
+		Filter: loader.KernelFilter{NetNS: lt.netns}})
 	if err != nil {
 		return nil, err
 	}
@@ -92,8 +96,12 @@ func startTable(ctx context.Context, f tableFlags, stderr io.Writer, hook func(o
 	if hook != nil {
 		lt.tab.AddOnChange(hook)
 	}
+	var src live.Source = lt.tr
+	if lt.netns != 0 {
+		src = ownNetNSSource{tr: lt.tr, ino: lt.netns}
+	}
 	ctx, cancel := context.WithCancel(ctx)
-	lt.lv, err = live.Start(ctx, lt.tr, lt.tab, live.Options{
+	lt.lv, err = live.Start(ctx, src, lt.tab, live.Options{
 		Notify: func(msg string) { fmt.Fprintf(stderr, "tcpscope: %s\n", msg) },
 	})
 	if err != nil {
