@@ -80,7 +80,7 @@ func startTable(ctx context.Context, f tableFlags, stderr io.Writer, hook func(o
 	}
 	lt := &liveTable{}
 	if !f.allNetNS {
-		if lt.netns, err = ownNetNS(); err != nil {
+		if lt.netns, err = loader.OwnNetNS(); err != nil {
 			return nil, err
 		}
 	}
@@ -367,7 +367,7 @@ func runTimeWait(ctx context.Context, f timeWaitFlags, stdout, stderr io.Writer)
 		fmt.Fprintf(stderr, "tcpscope: warning: %v: no port exhaustion check\n", err)
 	}
 	// The first report covers everything since the programs were attached:
-	// seeding the table (walking every namespace) may take a while, and
+	// seeding the table (walking its namespaces) may take a while, and
 	// connections that enter TIME_WAIT meanwhile belong in it.
 	tw := diag.NewTimeWaitTracker(time.Hour)
 	begin := ktime.Now()

@@ -17,7 +17,6 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
-	"golang.org/x/sys/unix"
 
 	"github.com/tcpscope/tcpscope/tracer/cgroup"
 	"github.com/tcpscope/tcpscope/tracer/event"
@@ -280,7 +279,7 @@ func runNetstat(ctx context.Context, f netstatFlags, stdout, stderr io.Writer) e
 
 	// -c: each print is rendered whole, then written; a print that would
 	// repeat the previous one is skipped (the table changed in a way this
-	// view does not show, e.g. another namespace).
+	// view does not show, e.g. a timer).
 	var cur, prev bytes.Buffer
 	if err := render(&cur); err != nil {
 		return err
@@ -450,14 +449,6 @@ func programNames() func(pid uint32) ([]byte, bool) {
 		cache[pid] = name
 		return name, name != nil
 	}
-}
-
-func ownNetNS() (uint32, error) {
-	var st unix.Stat_t
-	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
-		return 0, fmt.Errorf("own network namespace: %w", err)
-	}
-	return uint32(st.Ino), nil
 }
 
 // ownNetNSSource is the live table's source for a continuous socket list: the

@@ -177,7 +177,7 @@ func runServe(ctx context.Context, f serveFlags, stderr io.Writer, listening fun
 	ctx, cancel := commandContext(ctx, nil, false)
 	defer cancel()
 
-	own, err := ownNetNS()
+	own, err := loader.OwnNetNS()
 	if err != nil {
 		return err
 	}

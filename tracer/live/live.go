@@ -179,7 +179,7 @@ func Start(ctx context.Context, src Source, tab *table.Table, opts Options) (*Li
 func (l *Live) SeedMono() uint64 { return l.seedMono }
 
 // TakeSeed returns the sockets the seed walk found, in the kernel's order
-// (every namespace walked, the caller's first), and forgets them. A one-shot
+// (every namespace the Source walks, the caller's first), and forgets them. A one-shot
 // view prints these instead of walking again.
 func (l *Live) TakeSeed() []event.Socket {
 	s := l.seedSnap
