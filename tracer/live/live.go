@@ -392,9 +392,6 @@ func (s sink) Drained() {
 		// batch that grew from nothing cost the reader a tenth of its
 		// time under churn: copies and fresh pages). Each buffer is in one
 		// place at a time (batch, pending, free, or the applier's hands).
-		if cap(q.pending) > 0 {
-			q.putFree(q.pending)
-		}
 		q.pending = l.batch
 		l.batch = q.getFree(cap(l.batch))
 	} else {
@@ -418,10 +415,10 @@ const (
 	keptBufferCap = 1 << 14
 )
 
-// putFree keeps an emptied batch buffer for reuse, within the bounds above.
-// Call with q.mu held.
+// putFree keeps an emptied batch buffer for reuse, within the bounds above
+// (none: nothing to keep). Call with q.mu held.
 func (q *applyQueue) putFree(b []event.Event) {
-	if cap(b) <= keptBufferCap && len(q.free) < keptBuffers {
+	if cap(b) > 0 && cap(b) <= keptBufferCap && len(q.free) < keptBuffers {
 		q.free = append(q.free, b[:0])
 	}
 }
@@ -464,9 +461,7 @@ func (l *Live) applyLoop() {
 		}
 
 		q.mu.Lock()
-		if cap(take) > 0 {
-			q.putFree(take)
-		}
+		q.putFree(take)
 		if len(take) > 0 {
 			q.applying = false
 		}
@@ -518,38 +513,12 @@ func (l *Live) checkMismatches() {
 	}
 }
 
-// Lost compares the loss counters with those of the previous call. Each
-// counter that rose is a loss; one may also fall (a skipped run counted
-// before its recovery), so the reference is always the previous call, and a
-// rise in one counter is not hidden by a fall in another.
+// Lost compares the loss counters with those of the previous call (see
+// loader.Stats.LostSince: the reference is always the previous call).
 func (s sink) Lost(st loader.Stats) {
 	prev := s.l.lastLoss
 	s.l.lastLoss = st
-	if n, why := lossSince(prev, st); n > 0 {
+	if n, why := st.LostSince(prev); n > 0 {
 		s.l.requestResync(fmt.Sprintf("%d events lost (%s)", n, why))
 	}
-}
-
-// lossSince returns how many events the counters that rose between two
-// Stats say were lost, and by what.
-func lossSince(prev, cur loader.Stats) (uint64, string) {
-	var (
-		n     uint64
-		parts []string
-	)
-	for _, c := range []struct {
-		what    string
-		was, is uint64
-	}{
-		{"ring buffer full", prev.RingDrops, cur.RingDrops},
-		{"state-change runs skipped by the kernel", prev.Unrecovered(), cur.Unrecovered()},
-		{"timer runs skipped by the kernel", prev.TimerMisses, cur.TimerMisses},
-		{"undecodable records", prev.BadRecords, cur.BadRecords},
-	} {
-		if c.is > c.was {
-			n += c.is - c.was
-			parts = append(parts, fmt.Sprintf("%s: %d", c.what, c.is-c.was))
-		}
-	}
-	return n, strings.Join(parts, "; ")
 }

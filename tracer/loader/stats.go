@@ -1,6 +1,10 @@
 package loader
 
-import "time"
+import (
+	"fmt"
+	"strings"
+	"time"
+)
 
 // Stats are the tracer's counters since it was loaded.
 type Stats struct {
@@ -42,11 +46,50 @@ func (s Stats) Unrecovered() uint64 {
 	return 0
 }
 
+// loss is one cause of lost events and its count.
+type loss struct {
+	what string
+	n    uint64
+}
+
+// losses are the counters of events that did not reach user space.
+func (s Stats) losses() [4]loss {
+	return [4]loss{
+		{"ring buffer full", s.RingDrops},
+		{"state-change runs skipped by the kernel", s.Unrecovered()},
+		{"timer runs skipped by the kernel", s.TimerMisses},
+		{"undecodable records", s.BadRecords},
+	}
+}
+
 // Lost is every event that did not reach user space: ring buffer overflows,
 // skipped runs that were not recovered, undecodable records, and skipped
 // timer records.
 func (s Stats) Lost() uint64 {
-	return s.RingDrops + s.Unrecovered() + s.BadRecords + s.TimerMisses
+	var n uint64
+	for _, l := range s.losses() {
+		n += l.n
+	}
+	return n
+}
+
+// LostSince returns how many events were lost since prev, and by what
+// ("ring buffer full: 5; ..."). Each counter is compared on its own, and
+// only one that rose counts: Unrecovered may also fall (a skipped run read
+// before its recovery), and that fall must not hide a rise elsewhere.
+func (s Stats) LostSince(prev Stats) (uint64, string) {
+	var (
+		n     uint64
+		parts []string
+	)
+	was := prev.losses()
+	for i, l := range s.losses() {
+		if l.n > was[i].n {
+			n += l.n - was[i].n
+			parts = append(parts, fmt.Sprintf("%s: %d", l.what, l.n-was[i].n))
+		}
+	}
+	return n, strings.Join(parts, "; ")
 }
 
 // RingUsage returns how many bytes of the ring buffer hold records not read
