@@ -85,7 +85,7 @@ func startTable(ctx context.Context, f tableFlags, stderr io.Writer, hook func(o
 		}
 	}
 	// A report on our own namespace follows that namespace alone, as a
-	// continuous netstat does (ownNetNSSource): other namespaces' events
+	// continuous netstat does (liveSource): other namespaces' events
 	// are dropped in the kernel and the walks read ours only.
 	lt.tr, err = loadTracer(stderr, loader.Config{RingBytes: ring, BTFPath: f.btf, Sockets: true, WalksOnly: walksOnly, Holders: true,
 		Filter: loader.KernelFilter{NetNS: lt.netns}})
@@ -96,12 +96,8 @@ func startTable(ctx context.Context, f tableFlags, stderr io.Writer, hook func(o
 	if hook != nil {
 		lt.tab.AddOnChange(hook)
 	}
-	var src live.Source = lt.tr
-	if lt.netns != 0 {
-		src = ownNetNSSource{tr: lt.tr, ino: lt.netns}
-	}
 	ctx, cancel := context.WithCancel(ctx)
-	lt.lv, err = live.Start(ctx, src, lt.tab, live.Options{
+	lt.lv, err = live.Start(ctx, liveSource(lt.tr, lt.netns), lt.tab, live.Options{
 		Notify: func(msg string) { fmt.Fprintf(stderr, "tcpscope: %s\n", msg) },
 	})
 	if err != nil {

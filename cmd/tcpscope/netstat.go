@@ -199,10 +199,10 @@ func runNetstat(ctx context.Context, f netstatFlags, stdout, stderr io.Writer) e
 	// A continuous socket list shows the caller's namespace only, as
 	// netstat does: its table follows that namespace alone, with the
 	// kernel dropping every other namespace's events before the ring
-	// buffer, so that churn elsewhere on the host (other pods) costs it
-	// nothing and cannot overflow its ring (a 50k connections/s churn in
-	// another namespace made -c lose 340k events a run before). --summary
-	// and --statistics count the whole host.
+	// buffer, so that churn elsewhere on the host (other pods) cannot
+	// overflow its ring (a 50k connections/s churn in another namespace
+	// made -c lose 340k events a run before). --summary and --statistics
+	// count the whole host.
 	var filter loader.KernelFilter
 	ownOnly := f.continuous && !f.summary && !f.statistics
 	if ownOnly {
@@ -241,11 +241,7 @@ func runNetstat(ctx context.Context, f netstatFlags, stdout, stderr io.Writer) e
 	}
 
 	tab := table.New()
-	var src live.Source = tr
-	if ownOnly {
-		src = ownNetNSSource{tr: tr, ino: filter.NetNS}
-	}
-	lv, err := live.Start(ctx, src, tab, live.Options{
+	lv, err := live.Start(ctx, liveSource(tr, filter.NetNS), tab, live.Options{
 		Notify: func(msg string) { fmt.Fprintf(stderr, "tcpscope: %s\n", msg) },
 	})
 	if err != nil {
@@ -451,10 +447,19 @@ func programNames() func(pid uint32) ([]byte, bool) {
 	}
 }
 
-// ownNetNSSource is the live table's source for a continuous socket list: the
-// tracer, whose events are filtered to the caller's network namespace in
-// the kernel, walking that namespace alone (Tracer.AllSockets would seed
-// and resync the table with every namespace of the host).
+// liveSource is the live table's source for a tracer whose events are
+// filtered to network namespace netns (the caller's) in the kernel: one
+// that walks that namespace alone. netns 0: the tracer, walking them all.
+func liveSource(tr *loader.Tracer, netns uint32) live.Source {
+	if netns == 0 {
+		return tr
+	}
+	return ownNetNSSource{tr: tr, ino: netns}
+}
+
+// ownNetNSSource is the tracer, walking only the caller's network namespace
+// (Tracer.AllSockets would seed and resync the table with every namespace
+// of the host).
 type ownNetNSSource struct {
 	tr  *loader.Tracer
 	ino uint32

@@ -279,7 +279,7 @@ func runServe(ctx context.Context, f serveFlags, stderr io.Writer, listening fun
 		Events: a.Publish,
 		// The API's answers and the host's other work must not starve
 		// the ring reader (TestServeBurst).
-		ReaderNice: readerNice,
+		ReaderNice: live.AgentReaderNice,
 	})
 	if err != nil {
 		shutdown()
@@ -345,6 +345,3 @@ func webConfigSecured(path string) (bool, error) {
 	}
 	return c.TLSConfig.IsEnabled() || len(c.Users) > 0, nil
 }
-
-// readerNice is the ring reader thread's nice value in serve.
-const readerNice = live.AgentReaderNice

@@ -216,13 +216,6 @@ func (c *client) done(q []event.Event) {
 	c.mu.Unlock()
 }
 
-// queued returns how many events wait to be written.
-func (c *client) queued() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.queue)
-}
-
 // New returns an API that is not ready until SetReady.
 func New(opts Options) *API {
 	if opts.StreamQueue <= 0 {

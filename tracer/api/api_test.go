@@ -272,3 +272,10 @@ func TestClientQueueGaps(t *testing.T) {
 		c.done(q)
 	}
 }
+
+// queued returns how many events wait to be written to the client.
+func (c *client) queued() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.queue)
+}
