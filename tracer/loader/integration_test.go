@@ -764,6 +764,49 @@ func TestNetworkNamespaces(t *testing.T) {
 	})
 }
 
+// TestKernelNetNSFilterTimers: with Filter.NetNS and Sockets, only that
+// namespace's records reach user space, the timewait timer records too (a
+// table of one namespace, as netstat -c keeps, needs all of its own and
+// none of the others'). Namespace B closes client-first first (a TIME_WAIT
+// there); the ring is FIFO, so once A's TimewaitStart is in, any record of
+// B's would be too.
+func TestKernelNetNSFilterTimers(t *testing.T) {
+	requireRoot(t)
+	pair, err := sockproc.NewVethPair(fmt.Sprintf("tsf%d", os.Getpid()%100000), netip.MustParseAddr("10.231.8.0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := pair.Delete(); err != nil {
+			t.Errorf("delete namespaces: %v", err)
+		}
+	})
+	procA := startProc(t, sockproc.Options{Comm: "tsp-nsf-a", NetNS: pair.A})
+	procB := startProc(t, sockproc.Options{Comm: "tsp-nsf-b", NetNS: pair.B})
+	nsA, nsB := netnsOf(t, procA.Pid()), netnsOf(t, procB.Pid())
+	tc := startTracer(t, loader.Config{Sockets: true, Filter: loader.KernelFilter{NetNS: nsA}})
+
+	clientFirst := func(p *sockproc.Proc) uint16 {
+		l := must[sockproc.Sock](t)(p.Listen(netip.MustParseAddrPort("127.0.0.1:0")))
+		c := must[sockproc.Sock](t)(p.Connect(l.Local))
+		a := must[sockproc.Sock](t)(p.Accept(l))
+		do(t, p, "close", c.ID)
+		waitEOF(t, p, a)
+		do(t, p, "close", a.ID)
+		return l.Local.Port()
+	}
+	clientFirst(procB)
+	portA := clientFirst(procA)
+	tc.waitEvent(t, portA, "TimewaitStart in namespace A", func(e *event.Event) bool {
+		return e.Kind == event.TimewaitStart
+	})
+	for _, e := range tc.col.all() {
+		if e.NetNS != nsA {
+			t.Errorf("a record of namespace %d passed the filter for %d (B is %d):\n%s", e.NetNS, nsA, nsB, dump([]event.Event{e}))
+		}
+	}
+}
+
 // TestForkedWorker: the server accepts and hands the connection to a child
 // process (fork-accept). Once the worker acts on the socket, its events carry
 // the worker. Before that they carry the acceptor: passing a file to another
