@@ -60,7 +60,7 @@ test: deps check-generate lint ## everything CI runs: generated files, lint, all
 	$(MAKE) --no-print-directory fuzz
 
 test-unit: ## tests that need neither root nor BPF
-	$(GO) test -count=1 ./tracer/event ./tracer/filter ./tracer/output ./tracer/termsafe ./tracer/ktime ./tracer/table ./tracer/netstat ./tracer/topview/... ./tracer/metrics ./tracer/api ./tracer/cgroup
+	$(GO) test -count=1 ./tracer/event ./tracer/filter ./tracer/output ./tracer/termsafe ./tracer/ktime ./tracer/table ./tracer/netstat ./tracer/topview/... ./tracer/metrics ./tracer/api ./tracer/cgroup ./tracer/sockdiag
 	$(GO) test -count=1 -skip '^TestRoot' ./tracer/diag
 
 fuzz: ## run each fuzz target for a fixed count of inputs, or for FUZZTIME

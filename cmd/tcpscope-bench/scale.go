@@ -4,7 +4,7 @@ package main
 // sockets open. Holder processes (this binary in its scale-holder mode) each
 // open a loopback listener and connect to it K times, keeping both ends, and
 // at each size the views are timed with their output to /dev/null:
-// `tcpscope netstat -ant`, `-antp`, `--summary`, `ss -tan`, `ss -tanp`,
+// `tcpscope netstat -ant` (and its BPF-iterator form), `-antp`, `--summary`, `ss -tan`, `ss -tanp`,
 // `netstat -ant` and `netstat -antp`, and the floor of a one-shot view
 // (floor.go).
 
@@ -89,6 +89,9 @@ type scaleView struct {
 
 var scaleViews = []scaleView{
 	{tool: "tcpscope", args: []string{"netstat", "-ant"}},
+	// The same view through the BPF iterator, as -antp walks (plain views
+	// read a sock_diag dump).
+	{tool: "tcpscope", args: []string{"netstat", "-ant", "--bpf-walk"}},
 	{tool: "tcpscope", args: []string{"netstat", "-antp"}},
 	{tool: "tcpscope", args: []string{"netstat", "--summary"}},
 	{tool: "ss", args: []string{"-tan"}, vs: "netstat -ant"},

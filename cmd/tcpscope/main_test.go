@@ -155,7 +155,7 @@ func TestHelpAndVersion(t *testing.T) {
 
 // Each command that loads BPF, as a user would run it once.
 var loadingCommands = [][]string{
-	{"trace"}, {"netstat", "-ant"}, {"closewait"}, {"timewait"}, {"life"},
+	{"trace"}, {"netstat", "-antp"}, {"netstat", "-ant", "--bpf-walk"}, {"closewait"}, {"timewait"}, {"life"},
 	{"top", "--batch", "-n", "1"}, {"serve", "--listen", "127.0.0.1:0"},
 }
 

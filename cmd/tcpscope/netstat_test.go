@@ -356,19 +356,26 @@ func portFilter(ports ...int) func(string) bool {
 // if a timer moved between the two.
 func compareNetstat(t *testing.T, ns string, keep func(string) bool, flags ...string) []string {
 	t.Helper()
+	return compareNetstatWith(t, ns, keep, nil, flags...)
+}
+
+// compareNetstatWith is compareNetstat with extra flags for tcpscope only
+// (--bpf-walk).
+func compareNetstatWith(t *testing.T, ns string, keep func(string) bool, extra []string, flags ...string) []string {
+	t.Helper()
 	var want, got []string
 	for try := 0; try < 4; try++ {
 		if try > 0 {
 			time.Sleep(150 * time.Millisecond)
 		}
 		want = lineSet(runIn(t, ns, append([]string{"netstat"}, flags...)...), keep)
-		got = lineSet(tcpscopeNetstat(t, ns, flags...), keep)
+		got = lineSet(tcpscopeNetstat(t, ns, append(flags, extra...)...), keep)
 		if strings.Join(want, "\n") == strings.Join(got, "\n") {
-			t.Logf("netstat %s: %d lines identical", strings.Join(flags, " "), len(want))
+			t.Logf("netstat %s (tcpscope %s): %d lines identical", strings.Join(flags, " "), strings.Join(extra, " "), len(want))
 			return want
 		}
 	}
-	t.Errorf("tcpscope netstat %s differs from netstat:\n%s", strings.Join(flags, " "), diffLines(want, got))
+	t.Errorf("tcpscope netstat %s differs from netstat:\n%s", strings.Join(append(flags, extra...), " "), diffLines(want, got))
 	return want
 }
 

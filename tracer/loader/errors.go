@@ -25,9 +25,9 @@ const (
 	capBPF      = 39
 )
 
-// checkCapabilities reports, as ErrPrivileges, which capabilities are missing
+// CheckCapabilities reports, as ErrPrivileges, which capabilities are missing
 // to load tracing programs: CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN alone.
-func checkCapabilities() error {
+func CheckCapabilities() error {
 	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
 	var data [2]unix.CapUserData
 	if err := unix.Capget(&hdr, &data[0]); err != nil {

@@ -157,7 +157,7 @@ func New(cfg Config) (*Tracer, error) {
 	if cfg.WalksOnly && cfg.Owners == OwnersOnEvents {
 		cfg.Owners = OwnersAtWalk
 	}
-	if err := checkCapabilities(); err != nil {
+	if err := CheckCapabilities(); err != nil {
 		return nil, err
 	}
 	if err := checkBTF(cfg.BTFPath); err != nil {
