@@ -51,9 +51,10 @@ func newNetstatCommand() *cobra.Command {
 columns and names, so existing greps and scripts keep working), from tcpscope's
 socket table: seeded from the kernel with a BPF iterator, then kept current by
 events. Recv-Q, Send-Q and timers are read from the kernel at print time.
-A plain one-shot list (no -p, -o, --age or --json) reads the kernel's
-sock_diag dump instead, as ss does: up to 40k sockets, where it is the faster
-walk, and whenever BPF may not be loaded (a dump needs no privilege).
+A plain one-shot list (no -c, -p, -o, --age, --json, --sort age|pid) reads
+the kernel's sock_diag dump instead, as ss does: up to 40k sockets, where it
+is the faster walk, and whenever BPF may not be loaded (a dump needs no
+privilege).
 
 Beyond netstat: --state, --age (time in the current state), --sort, --json,
 --summary (per-state counts, instantly), and -c that reprints when the table
@@ -194,19 +195,21 @@ func diagIsCheaper() bool {
 	return loader.CheckCapabilities() != nil
 }
 
-// printDiagSockets prints a plain one-shot view of the caller's network
-// namespace from a sock_diag dump.
-func printDiagSockets(stdout io.Writer, v netstatView) error {
+// diagSockets is a sock_diag dump of the caller's network namespace.
+func diagSockets() ([]event.Socket, error) {
 	netns, err := loader.OwnNetNS()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	socks, err := sockdiag.TCP(nil, netns)
-	if err != nil {
-		return err
-	}
+	return sockdiag.TCP(nil, netns)
+}
+
+// printOneShot prints one walk's sockets, with no table behind them, straight
+// to stdout (buffered by the writers); they are in their states at least
+// since walkMono, when the walk began (0 for a view without ages).
+func printOneShot(stdout io.Writer, socks []event.Socket, walkMono uint64, v netstatView) error {
 	out := &recordErr{w: stdout}
-	err = printSockets(out, socks, table.New(), 0, v)
+	err := printSockets(out, socks, table.New(), walkMono, v)
 	if out.err != nil {
 		return outputError(out.err)
 	}
@@ -257,7 +260,15 @@ func runNetstat(ctx context.Context, f netstatFlags, stdout, stderr io.Writer) e
 	defer cancel()
 
 	if f.plainOneShot(v) && diagIsCheaper() {
-		return printDiagSockets(stdout, v)
+		socks, err := diagSockets()
+		if err == nil {
+			return printOneShot(stdout, socks, 0, v)
+		}
+		// A kernel without tcp_diag, or netlink forbidden here: the
+		// iterator may still work.
+		if loader.CheckCapabilities() != nil {
+			return err
+		}
 	}
 
 	// A continuous socket list shows the caller's namespace only, as
@@ -296,12 +307,7 @@ func runNetstat(ctx context.Context, f netstatFlags, stdout, stderr io.Writer) e
 		if err != nil {
 			return err
 		}
-		out := &recordErr{w: stdout}
-		err = printSockets(out, socks, table.New(), mono, v)
-		if out.err != nil {
-			return outputError(out.err)
-		}
-		return err
+		return printOneShot(stdout, socks, mono, v)
 	}
 
 	tab := table.New()

@@ -1,7 +1,8 @@
 // Package sockdiag reads the TCP sockets of the caller's network namespace
 // from the kernel over NETLINK_SOCK_DIAG, the interface ss uses: one dump
-// request per address family, answered with one fixed-size inet_diag_msg
-// per socket (full, timewait and request sockets alike).
+// request per address family, answered with one inet_diag_msg per socket
+// (full, timewait and request sockets alike), of which only the fixed
+// 72-byte header is read (attributes follow it).
 //
 // It is the source of tcpscope's plainest one-shot views (netstat -ant,
 // -lnt): those print only what every socket's inet_diag_msg holds, and a
@@ -38,6 +39,11 @@ const (
 	recvBufLen  = 32 << 10
 )
 
+// allStates asks for every socket /proc/net/tcp and iter/tcp show: states
+// 0 to TCP_NEW_SYN_RECV (12, request sockets). Not TCP_BOUND_INACTIVE (13,
+// Linux 6.5): sockets that are only bound, which neither shows (ss -B does).
+const allStates = 1<<13 - 1
+
 // timerTimewait is inet_diag_msg.idiag_timer of a timewait socket; full
 // sockets report 0, 1 (retransmit), 2 (keepalive) or 4 (zero window probe).
 const timerTimewait = 3
@@ -67,12 +73,17 @@ func TCP(dst []event.Socket, netns uint32) ([]event.Socket, error) {
 			return dst, fmt.Errorf("sock_diag dump request: %w", err)
 		}
 		for done := false; !done; {
-			n, _, err := unix.Recvfrom(fd, buf, 0)
+			n, _, flags, _, err := unix.Recvmsg(fd, buf, nil, 0)
 			if errors.Is(err, unix.EINTR) {
 				continue
 			}
 			if err != nil {
 				return dst, fmt.Errorf("sock_diag dump: %w", err)
+			}
+			if flags&unix.MSG_TRUNC != 0 {
+				// Sockets would be missing; the kernel keeps each
+				// datagram of a dump under 32 KiB, so this is not seen.
+				return dst, fmt.Errorf("sock_diag dump: a datagram longer than %d bytes", len(buf))
 			}
 			if dst, done, err = parse(dst, buf[:n], uint32(seq+1), netns); err != nil {
 				return dst, err
@@ -95,7 +106,7 @@ func request(family uint8, seq uint32) []byte {
 	r[0] = family
 	r[1] = unix.IPPROTO_TCP
 	// r[2]: no extensions (no tcp_info, no memory info).
-	ne.PutUint32(r[4:], ^uint32(0)) // every state, request sockets included
+	ne.PutUint32(r[4:], allStates)
 	// The socket id is unused in a dump but for the cookie, which must say
 	// "none".
 	ne.PutUint32(r[48:], ^uint32(0))
@@ -221,16 +232,17 @@ func listenerUIDs(socks []event.Socket) {
 				}
 			}
 		}
-		port := s.Local.Port()
+		// The listener bound to the request's address, else the one bound
+		// to any address of its family (an IPv6 request with a mapped
+		// IPv4 address comes from an IPv6 listener).
+		port, any := s.Local.Port(), netip.IPv4Unspecified()
+		if s.Family == event.IPv6 {
+			any = netip.IPv6Unspecified()
+		}
 		if uid, ok := uids[key{s.Local.Addr(), port}]; ok {
 			s.UID = uid
-			continue
-		}
-		for _, any := range []netip.Addr{netip.IPv4Unspecified(), netip.IPv6Unspecified()} {
-			if uid, ok := uids[key{any, port}]; ok {
-				s.UID = uid
-				break
-			}
+		} else if uid, ok := uids[key{any, port}]; ok {
+			s.UID = uid
 		}
 	}
 }

@@ -182,18 +182,22 @@ func TestParse(t *testing.T) {
 func TestListenerUIDs(t *testing.T) {
 	ap := netip.MustParseAddrPort
 	socks := []event.Socket{
-		{State: event.Listen, Local: ap("0.0.0.0:80"), UID: 33},
-		{State: event.Listen, Local: ap("127.0.0.1:80"), UID: 44},
-		{State: event.Listen, Local: ap("[::]:443"), UID: 55},
-		{Kind: event.RequestSocket, State: event.SynRecv, Local: ap("127.0.0.1:80")},
-		{Kind: event.RequestSocket, State: event.SynRecv, Local: ap("10.0.0.1:80")},
-		{Kind: event.RequestSocket, State: event.SynRecv, Local: ap("[::1]:443")},
-		{Kind: event.RequestSocket, State: event.SynRecv, Local: ap("127.0.0.1:9")},
+		{Family: event.IPv4, State: event.Listen, Local: ap("0.0.0.0:80"), UID: 33},
+		{Family: event.IPv4, State: event.Listen, Local: ap("127.0.0.1:80"), UID: 44},
+		{Family: event.IPv6, State: event.Listen, Local: ap("[::]:443"), UID: 55},
+		{Family: event.IPv4, State: event.Listen, Local: ap("0.0.0.0:443"), UID: 66},
+		{Family: event.IPv4, Kind: event.RequestSocket, State: event.SynRecv, Local: ap("127.0.0.1:80")},
+		{Family: event.IPv4, Kind: event.RequestSocket, State: event.SynRecv, Local: ap("10.0.0.1:80")},
+		{Family: event.IPv6, Kind: event.RequestSocket, State: event.SynRecv, Local: ap("[::1]:443")},
+		{Family: event.IPv6, Kind: event.RequestSocket, State: event.SynRecv, Local: ap("[::ffff:127.0.0.1]:443")},
+		{Family: event.IPv4, Kind: event.RequestSocket, State: event.SynRecv, Local: ap("127.0.0.1:443")},
+		{Family: event.IPv4, Kind: event.RequestSocket, State: event.SynRecv, Local: ap("127.0.0.1:9")},
+		{Family: event.IPv6, Kind: event.RequestSocket, State: event.SynRecv, Local: ap("[::1]:80")},
 	}
 	listenerUIDs(socks)
-	for i, want := range []uint32{44, 33, 55, 0} {
-		if got := socks[3+i].UID; got != want {
-			t.Errorf("request socket on %v: uid %d, want %d", socks[3+i].Local, got, want)
+	for i, want := range []uint32{44, 33, 55, 55, 66, 0, 0} {
+		if got := socks[4+i].UID; got != want {
+			t.Errorf("request socket on %v: uid %d, want %d", socks[4+i].Local, got, want)
 		}
 	}
 }
@@ -254,8 +258,8 @@ func TestTCPAgreesWithSS(t *testing.T) {
 				c.Close()
 				want = append(want, sock{s.LocalAddr().String(), s.RemoteAddr().String(), event.CloseWait, inodeOf(s.(*net.TCPConn))})
 				// The client's end reaches FIN_WAIT2 once the server's
-				// kernel acknowledges the FIN; it stays a full socket
-				// there until the server closes.
+				// kernel acknowledges the FIN (closed, it is then a
+				// timewait socket in FIN_WAIT2, with no inode).
 				want = append(want, sock{c.LocalAddr().String(), c.RemoteAddr().String(), event.FinWait2, 0})
 				continue
 			}
@@ -265,6 +269,22 @@ func TestTCPAgreesWithSS(t *testing.T) {
 				sock{c.LocalAddr().String(), c.RemoteAddr().String(), event.Established, inodeOf(c.(*net.TCPConn))})
 		}
 	}
+
+	// A socket that is only bound is in neither /proc/net/tcp nor ss's
+	// default output (Linux 6.5 can dump it: TCP_BOUND_INACTIVE).
+	boundFD, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(boundFD)
+	if err := unix.Bind(boundFD, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	boundSA, err := unix.Getsockname(boundFD)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bound := netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(boundSA.(*unix.SockaddrInet4).Port))
 
 	find := func(got []event.Socket, w sock) *event.Socket {
 		for i := range got {
@@ -301,6 +321,11 @@ func TestTCPAgreesWithSS(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 
+	for _, s := range got {
+		if s.Local == bound {
+			t.Errorf("the dump has a socket that is only bound: %+v", s)
+		}
+	}
 	for _, w := range want {
 		found := find(got, w)
 		if found == nil {
