@@ -89,7 +89,7 @@ func (b *bench) tableLatency(ctx context.Context, churnCmd []string, order strin
 	lv, err := live.Start(runCtx, tr, table.New(), live.Options{
 		Events:     sink.Events,
 		Notify:     func(msg string) { resyncs = append(resyncs, msg) },
-		ReaderNice: live.AgentReaderNice, // as serve runs it
+		ReaderNice: live.RaisedReaderNice, // as serve runs it
 	})
 	if err != nil {
 		res.Error = fmt.Sprintf("live: %v", err)

@@ -98,7 +98,8 @@ func startTable(ctx context.Context, f tableFlags, stderr io.Writer, hook func(o
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	lt.lv, err = live.Start(ctx, liveSource(lt.tr, lt.netns), lt.tab, live.Options{
-		Notify: func(msg string) { fmt.Fprintf(stderr, "tcpscope: %s\n", msg) },
+		Notify:     func(msg string) { fmt.Fprintf(stderr, "tcpscope: %s\n", msg) },
+		ReaderNice: live.RaisedReaderNice,
 	})
 	if err != nil {
 		cancel()
@@ -553,7 +554,7 @@ func runLife(ctx context.Context, f traceFlags, stdout, stderr io.Writer) error 
 			}
 		}
 	}()
-	runErr := tr.Run(ctx, s)
+	runErr := live.RunReader(live.RaisedReaderNice, func() error { return tr.Run(ctx, s) })
 	s.life.Flush(0, true, s.emit)
 	s.Drained()
 	if !f.quiet {

@@ -312,7 +312,8 @@ func runNetstat(ctx context.Context, f netstatFlags, stdout, stderr io.Writer) e
 
 	tab := table.New()
 	lv, err := live.Start(ctx, liveSource(tr, filter.NetNS), tab, live.Options{
-		Notify: func(msg string) { fmt.Fprintf(stderr, "tcpscope: %s\n", msg) },
+		Notify:     func(msg string) { fmt.Fprintf(stderr, "tcpscope: %s\n", msg) },
+		ReaderNice: live.RaisedReaderNice,
 	})
 	if err != nil {
 		return err

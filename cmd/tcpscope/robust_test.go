@@ -6,6 +6,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -257,4 +258,48 @@ func TestReducedCapabilitiesSkipNamespaces(t *testing.T) {
 		}
 		return
 	}
+}
+
+// TestReaderThreadRaised: the ring reader of a streaming command and of the
+// agent runs in a thread of its own at nice -10, so that the churn it
+// traces (at nice 0) cannot starve it into losing events.
+func TestReaderThreadRaised(t *testing.T) {
+	needRoot(t)
+	niceOf := func(pid int) map[int]int {
+		tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		nice := map[int]int{}
+		for _, task := range tasks {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, task.Name()))
+			if err != nil {
+				continue
+			}
+			// Field 19 is nice; count from the last ')' (field 2 may hold
+			// spaces).
+			f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+			if len(f) > 16 {
+				if n, err := strconv.Atoi(f[16]); err == nil {
+					nice[n]++
+				}
+			}
+		}
+		return nice
+	}
+	check := func(name string, pid int) {
+		t.Helper()
+		var nice map[int]int
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			if nice = niceOf(pid); nice[-10] > 0 {
+				break
+			}
+		}
+		if nice[-10] == 0 {
+			t.Errorf("%s: no thread at nice -10; threads by nice: %v", name, nice)
+		} else if nice[0] == 0 {
+			t.Errorf("%s: every thread raised (%v): only the reader's should be", name, nice)
+		}
+	}
+	cmd, _, _ := startTrace(t)
+	check("trace", cmd.Process.Pid)
+	s := startServe(t, "", "http", true, "--listen", "127.0.0.1:0")
+	check("serve", s.cmd.Process.Pid)
 }

@@ -279,7 +279,7 @@ func runServe(ctx context.Context, f serveFlags, stderr io.Writer, listening fun
 		Events: a.Publish,
 		// The API's answers and the host's other work must not starve
 		// the ring reader (TestServeBurst).
-		ReaderNice: live.AgentReaderNice,
+		ReaderNice: live.RaisedReaderNice,
 	})
 	if err != nil {
 		shutdown()

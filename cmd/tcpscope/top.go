@@ -189,6 +189,7 @@ func runTop(ctx context.Context, f topFlags, stdin io.Reader, stdout, stderr io.
 	// it closes.
 	msgs := make(chan string, 16)
 	lv, err = live.Start(ctx, tr, tab, live.Options{
+		ReaderNice: live.RaisedReaderNice,
 		Notify: func(msg string) {
 			if plain {
 				fmt.Fprintf(stderr, "tcpscope: %s\n", msg)

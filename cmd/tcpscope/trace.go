@@ -17,6 +17,7 @@ import (
 	"github.com/tcpscope/tcpscope/tracer/event"
 	"github.com/tcpscope/tcpscope/tracer/filter"
 	"github.com/tcpscope/tcpscope/tracer/ktime"
+	"github.com/tcpscope/tcpscope/tracer/live"
 	"github.com/tcpscope/tcpscope/tracer/loader"
 	"github.com/tcpscope/tcpscope/tracer/output"
 )
@@ -207,7 +208,7 @@ func runTrace(ctx context.Context, f traceFlags, stdout, stderr io.Writer) error
 		stderr: stderr,
 		cancel: cancel,
 	}
-	runErr := tr.Run(ctx, sink)
+	runErr := live.RunReader(live.RaisedReaderNice, func() error { return tr.Run(ctx, sink) })
 	sink.Drained()
 
 	if !f.quiet {
