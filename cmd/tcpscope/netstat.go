@@ -266,8 +266,8 @@ func runNetstat(ctx context.Context, f netstatFlags, stdout, stderr io.Writer) e
 		}
 		// A kernel without tcp_diag, or netlink forbidden here: the
 		// iterator may still work.
-		if loader.CheckCapabilities() != nil {
-			return err
+		if capErr := loader.CheckCapabilities(); capErr != nil {
+			return fmt.Errorf("%w; nor can the BPF iterator stand in: %w", err, capErr)
 		}
 	}
 

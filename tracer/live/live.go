@@ -69,6 +69,25 @@ type Options struct {
 // 20 saturating churn runs, 2026-12-06.
 const RaisedReaderNice = -10
 
+// raiseThreadPriority sets the calling thread's nice value to nice if that
+// raises its priority: a tcpscope started at a higher priority (a lower
+// nice) keeps it, and one the user started with `nice -n 19` is not raised
+// past what they asked (lowering needs no privilege, raising CAP_SYS_NICE;
+// without it the thread keeps the process's).
+func raiseThreadPriority(nice int) {
+	tid := unix.Gettid()
+	// getpriority(2) returns 20 - nice, so that it is never negative.
+	cur, err := unix.Getpriority(unix.PRIO_PROCESS, tid)
+	if err != nil || nice >= 20-cur {
+		return
+	}
+	if 20-cur > 0 {
+		// Started below normal priority on purpose: leave it.
+		return
+	}
+	_ = unix.Setpriority(unix.PRIO_PROCESS, tid, nice)
+}
+
 // RunReader runs a ring reader (run) on a goroutine locked to an OS thread
 // of its own, at nice value nice (if not 0, and if the process may raise
 // it: CAP_SYS_NICE), and returns its error: for commands that read the
@@ -80,7 +99,7 @@ func RunReader(nice int, run func() error) error {
 			// Never unlocked: the thread ends with the goroutine, and its
 			// priority with it.
 			runtime.LockOSThread()
-			_ = unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), nice)
+			raiseThreadPriority(nice)
 		}
 		errc <- run()
 	}()
@@ -164,7 +183,7 @@ func Start(ctx context.Context, src Source, tab *table.Table, opts Options) (*Li
 			// The applier is the reader's other half: events wait
 			// for it as they would for the reader.
 			runtime.LockOSThread()
-			_ = unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), opts.ReaderNice)
+			raiseThreadPriority(opts.ReaderNice)
 		}
 		l.applyLoop()
 	})
@@ -173,7 +192,7 @@ func Start(ctx context.Context, src Source, tab *table.Table, opts Options) (*Li
 			// Never unlocked: the thread ends with the goroutine, and its
 			// priority with it.
 			runtime.LockOSThread()
-			_ = unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), opts.ReaderNice)
+			raiseThreadPriority(opts.ReaderNice)
 		}
 		l.runErr <- src.Run(ctx, sink{l})
 		close(l.done)

@@ -258,6 +258,9 @@ func Count() (int, error) {
 		{"/proc/self/net/sockstat6", "TCP6:"},
 	} {
 		b, err := os.ReadFile(f.path)
+		if errors.Is(err, os.ErrNotExist) && f.prefix == "TCP6:" {
+			continue // IPv6 disabled (ipv6.disable=1)
+		}
 		if err != nil {
 			return 0, fmt.Errorf("count TCP sockets: %w", err)
 		}
