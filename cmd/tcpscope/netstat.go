@@ -184,15 +184,11 @@ func (f *netstatFlags) plainOneShot(v netstatView) bool {
 // against 90.
 const diagSocketsMax = 40000
 
-// diagIsCheaper says whether a plain view should read a sock_diag dump
-// rather than walk with the BPF iterator: when the namespace holds few
-// enough sockets, or when this process may not load BPF programs (a dump
-// needs no privilege, so a plain view works for anyone, as ss does).
-func diagIsCheaper() bool {
-	if n, err := sockdiag.Count(); err == nil && n <= diagSocketsMax {
-		return true
-	}
-	return loader.CheckCapabilities() != nil
+// fewSockets says whether the caller's namespace holds few enough sockets
+// for a sock_diag dump to be the cheaper walk.
+func fewSockets() bool {
+	n, err := sockdiag.Count()
+	return err == nil && n <= diagSocketsMax
 }
 
 // diagSockets is a sock_diag dump of the caller's network namespace.
@@ -259,15 +255,21 @@ func runNetstat(ctx context.Context, f netstatFlags, stdout, stderr io.Writer) e
 	ctx, cancel := commandContext(ctx, stdout, f.continuous)
 	defer cancel()
 
-	if f.plainOneShot(v) && diagIsCheaper() {
-		socks, err := diagSockets()
-		if err == nil {
-			return printOneShot(stdout, socks, 0, v)
-		}
-		// A kernel without tcp_diag, or netlink forbidden here: the
-		// iterator may still work.
-		if capErr := loader.CheckCapabilities(); capErr != nil {
-			return fmt.Errorf("%w; nor can the BPF iterator stand in: %w", err, capErr)
+	// A plain view reads a sock_diag dump when that is the cheaper walk, or
+	// when this process may not load BPF programs (a dump needs no
+	// privilege, so a plain view works for anyone, as ss does).
+	if f.plainOneShot(v) {
+		capErr := loader.CheckCapabilities()
+		if capErr != nil || fewSockets() {
+			socks, err := diagSockets()
+			if err == nil {
+				return printOneShot(stdout, socks, 0, v)
+			}
+			// A kernel without tcp_diag, or netlink forbidden here: the
+			// iterator may still work.
+			if capErr != nil {
+				return fmt.Errorf("%w; nor can the BPF iterator stand in: %w", err, capErr)
+			}
 		}
 	}
 

@@ -69,23 +69,29 @@ type Options struct {
 // 20 saturating churn runs, 2026-12-06.
 const RaisedReaderNice = -10
 
-// raiseThreadPriority sets the calling thread's nice value to nice if that
-// raises its priority: a tcpscope started at a higher priority (a lower
-// nice) keeps it, and one the user started with `nice -n 19` is not raised
-// past what they asked (lowering needs no privilege, raising CAP_SYS_NICE;
-// without it the thread keeps the process's).
+// raiseThreadPriority sets the calling thread's nice value to nice (a
+// negative one) only from normal priority: a tcpscope started at a higher
+// priority keeps it, and one the user started with `nice -n 5` is not
+// raised against their wish. Raising needs CAP_SYS_NICE; without it the
+// thread keeps the process's.
 func raiseThreadPriority(nice int) {
 	tid := unix.Gettid()
 	// getpriority(2) returns 20 - nice, so that it is never negative.
 	cur, err := unix.Getpriority(unix.PRIO_PROCESS, tid)
-	if err != nil || nice >= 20-cur {
-		return
-	}
-	if 20-cur > 0 {
-		// Started below normal priority on purpose: leave it.
+	if err != nil || 20-cur != 0 || nice >= 0 {
 		return
 	}
 	_ = unix.Setpriority(unix.PRIO_PROCESS, tid, nice)
+}
+
+// lockReaderThread locks the calling goroutine to its OS thread and raises
+// that thread to nice (0: leaves it). Never unlocked: the thread ends with
+// the goroutine, and its priority with it.
+func lockReaderThread(nice int) {
+	if nice != 0 {
+		runtime.LockOSThread()
+		raiseThreadPriority(nice)
+	}
 }
 
 // RunReader runs a ring reader (run) on a goroutine locked to an OS thread
@@ -95,12 +101,7 @@ func raiseThreadPriority(nice int) {
 func RunReader(nice int, run func() error) error {
 	errc := make(chan error, 1)
 	go func() {
-		if nice != 0 {
-			// Never unlocked: the thread ends with the goroutine, and its
-			// priority with it.
-			runtime.LockOSThread()
-			raiseThreadPriority(nice)
-		}
+		lockReaderThread(nice)
 		errc <- run()
 	}()
 	return <-errc
@@ -179,21 +180,13 @@ func Start(ctx context.Context, src Source, tab *table.Table, opts Options) (*Li
 	l.seeding.Store(true)
 	tab.BeginSync()
 	l.wg.Go(func() {
-		if opts.ReaderNice != 0 {
-			// The applier is the reader's other half: events wait
-			// for it as they would for the reader.
-			runtime.LockOSThread()
-			raiseThreadPriority(opts.ReaderNice)
-		}
+		// The applier is the reader's other half: events wait for it as
+		// they would for the reader.
+		lockReaderThread(opts.ReaderNice)
 		l.applyLoop()
 	})
 	go func() {
-		if opts.ReaderNice != 0 {
-			// Never unlocked: the thread ends with the goroutine, and its
-			// priority with it.
-			runtime.LockOSThread()
-			raiseThreadPriority(opts.ReaderNice)
-		}
+		lockReaderThread(opts.ReaderNice)
 		l.runErr <- src.Run(ctx, sink{l})
 		close(l.done)
 	}()

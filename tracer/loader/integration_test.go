@@ -722,6 +722,24 @@ func TestLifecycles(t *testing.T) {
 	}
 }
 
+// newVethPair creates two network namespaces joined by a veth link (names
+// prefix + pid, addresses from base), deleted when the test ends. Call it
+// before starting processes in them: cleanups run last-registered first,
+// so the processes are stopped before their namespaces go.
+func newVethPair(t *testing.T, prefix string, base netip.Addr) *sockproc.VethPair {
+	t.Helper()
+	pair, err := sockproc.NewVethPair(fmt.Sprintf("%s%d", prefix, os.Getpid()%100000), base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := pair.Delete(); err != nil {
+			t.Errorf("delete namespaces: %v", err)
+		}
+	})
+	return pair
+}
+
 // TestNetworkNamespaces runs a connection over a veth link between two
 // network namespaces created for the test: each side's events carry its own
 // namespace.
@@ -730,16 +748,7 @@ func TestNetworkNamespaces(t *testing.T) {
 	if _, err := exec.LookPath("ip"); err != nil {
 		t.Fatalf("the ip tool (iproute2) is needed to create network namespaces: %v", err)
 	}
-	pair, err := sockproc.NewVethPair(fmt.Sprintf("tsp%d", os.Getpid()%100000), netip.MustParseAddr("10.231.7.0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Registered before the processes, so it runs after they are stopped.
-	t.Cleanup(func() {
-		if err := pair.Delete(); err != nil {
-			t.Errorf("delete namespaces: %v", err)
-		}
-	})
+	pair := newVethPair(t, "tsp", netip.MustParseAddr("10.231.7.0"))
 	srv := startProc(t, sockproc.Options{Comm: "tsp-ns-server", NetNS: pair.A})
 	cli := startProc(t, sockproc.Options{Comm: "tsp-ns-client", NetNS: pair.B})
 	nsA, nsB := netnsOf(t, srv.Pid()), netnsOf(t, cli.Pid())
@@ -772,15 +781,7 @@ func TestNetworkNamespaces(t *testing.T) {
 // B's would be too.
 func TestKernelNetNSFilterTimers(t *testing.T) {
 	requireRoot(t)
-	pair, err := sockproc.NewVethPair(fmt.Sprintf("tsf%d", os.Getpid()%100000), netip.MustParseAddr("10.231.8.0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := pair.Delete(); err != nil {
-			t.Errorf("delete namespaces: %v", err)
-		}
-	})
+	pair := newVethPair(t, "tsf", netip.MustParseAddr("10.231.8.0"))
 	procA := startProc(t, sockproc.Options{Comm: "tsp-nsf-a", NetNS: pair.A})
 	procB := startProc(t, sockproc.Options{Comm: "tsp-nsf-b", NetNS: pair.B})
 	nsA, nsB := netnsOf(t, procA.Pid()), netnsOf(t, procB.Pid())
