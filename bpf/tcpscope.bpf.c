@@ -4,7 +4,8 @@
  * process that owns the socket.
  *
  * Event path: sock:inet_sock_set_state (tp_btf) -> one fixed-layout record
- * per transition in a BPF ring buffer -> Go reader.
+ * per transition in the BPF ring buffer of the CPU it ran on -> Go reader,
+ * which merges the CPUs' rings by kernel time.
  *
  * Owner attribution: the task on the CPU at a transition is only the owner
  * when the kernel runs that transition on behalf of a syscall (connect,
@@ -217,11 +218,27 @@ enum stat_index {
 	STAT_MAX,
 };
 
-/* Transition records for user space. Sized by the loader (power of two). */
-struct {
+/* Records for user space go to a ring buffer of the CPU they are made on.
+ * One ring shared by all CPUs cost ~260 ns per transition here, against
+ * ~115 ns with a ring per CPU (2026-12-06): every reserve and commit took a
+ * spinlock and dirtied cache lines the other CPU was using. The reader
+ * merges the rings back into kernel-time order (tracer/loader).
+ *
+ * The template of one CPU's ring; the loader creates them, one per possible
+ * CPU (power of two, sized from the configured total). */
+struct cpu_ring {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 23);
-} events SEC(".maps");
+	__uint(max_entries, 1 << 12);
+};
+
+/* key: CPU number; value: that CPU's ring. Filled by the loader before
+ * attach, never changed after. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct cpu_ring);
+} rings SEC(".maps");
 
 /* key: struct sock address; value: the socket's owner and state-entry
  * time. Inserted by the state programs at a socket's first transition and
@@ -377,10 +394,20 @@ static __always_inline bool pass_filters(__u32 pid, __u32 netns, __u16 family, _
 	return true;
 }
 
+/* This CPU's ring buffer: records are reserved and committed on one CPU (BPF
+ * programs run with migration disabled). NULL only if the loader left the
+ * slot empty. */
+static __always_inline void *cpu_ring(void)
+{
+	__u32 cpu = bpf_get_smp_processor_id();
+
+	return bpf_map_lookup_elem(&rings, &cpu);
+}
+
 /* Commit a record, waking the reader only if it sleeps until woken: a busy
  * reader polls the ring every millisecond (and at once again after a poll
  * that found much), so a wake-up would reach no one. */
-static __always_inline void submit(void *e)
+static __always_inline void submit(void *ring, void *e)
 {
 	__u32 zero = 0;
 	__u32 *waiting = bpf_map_lookup_elem(&reader_state, &zero);
@@ -394,9 +421,10 @@ static __always_inline void submit(void *e)
 	/* The reader may have gone to sleep between the check above and the
 	 * commit. The commit is a full barrier and the reader re-checks the ring
 	 * after raising its flag, so one of the two sides sees the other; if it
-	 * is us, wake it with an empty record. */
+	 * is us, wake it with an empty record (it sleeps on every CPU's ring
+	 * at once). */
 	if (waiting && *waiting) {
-		void *nudge = bpf_ringbuf_reserve(&events, 8, 0);
+		void *nudge = bpf_ringbuf_reserve(ring, 8, 0);
 		if (nudge) {
 			stat_inc(STAT_WAKEUPS);
 			bpf_ringbuf_discard(nudge, BPF_RB_FORCE_WAKEUP);
@@ -513,8 +541,11 @@ static __always_inline int handle_transition(const struct sock *sk, int oldstate
 	}
 
 	struct event *e = NULL;
+	void *ring = NULL;
 	if (pass_filters(info->pid, netns, family, sport, dport, oldstate, newstate)) {
-		e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+		ring = cpu_ring();
+		if (ring)
+			e = bpf_ringbuf_reserve(ring, sizeof(*e), 0);
 		if (!e)
 			stat_inc(STAT_RINGBUF_DROPS);
 	}
@@ -564,7 +595,7 @@ static __always_inline int handle_transition(const struct sock *sk, int oldstate
 		if (recovered)
 			flags |= EV_RECOVERED;
 		e->flags = flags;
-		submit(e);
+		submit(ring, e);
 	}
 	/* Every full socket ends with a transition to CLOSE (a timewait
 	 * socket that takes over has no entry). */
@@ -784,7 +815,8 @@ static __always_inline int emit_sock_timer(const struct sock_common *skc, __u8 k
 	__u32 netns = BPF_CORE_READ(skc, skc_net.net, ns.inum);
 	if (filter_netns && netns != filter_netns)
 		return 0;
-	struct timer_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	void *ring = cpu_ring();
+	struct timer_event *e = ring ? bpf_ringbuf_reserve(ring, sizeof(*e), 0) : NULL;
 	if (!e) {
 		stat_inc(STAT_RINGBUF_DROPS);
 		return 0;
@@ -806,7 +838,7 @@ static __always_inline int emit_sock_timer(const struct sock_common *skc, __u8 k
 		e->state = TCP_SYN_RECV;
 		e->uid = BPF_CORE_READ(skc, skc_listener, sk_uid.val);
 	}
-	submit(e);
+	submit(ring, e);
 	return 0;
 }
 
@@ -984,7 +1016,8 @@ static __always_inline int emit_reset(const struct sock *sk, __u8 kind)
 	__u8 state = sk->__sk_common.skc_state;
 	if (state == TCP_LISTEN)
 		return 0;
-	struct timer_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	void *ring = cpu_ring();
+	struct timer_event *e = ring ? bpf_ringbuf_reserve(ring, sizeof(*e), 0) : NULL;
 	if (!e) {
 		stat_inc(STAT_RINGBUF_DROPS);
 		return 0;
@@ -999,7 +1032,7 @@ static __always_inline int emit_reset(const struct sock *sk, __u8 kind)
 	e->state = state;
 	read_tuple(&sk->__sk_common, e->saddr, e->daddr, &e->family, &e->dport);
 	e->sport = bpf_ntohs(tp->inet_conn.icsk_inet.inet_sport);
-	submit(e);
+	submit(ring, e);
 	return 0;
 }
 

@@ -33,8 +33,10 @@ const (
 	// walk of its network namespace, printed as a count per state.
 	floorWalkArg = "floor-walk"
 	// floorBatch is how long the floor's reader sleeps between polls of the
-	// ring: tcpscope's default batch.
+	// rings: tcpscope's default batch.
 	floorBatch = time.Millisecond
+	// floorRingBytes is the rings' size together: tcpscope's default.
+	floorRingBytes = 8 << 20
 )
 
 var floorSummaryRE = regexp.MustCompile(`(?m)^floor: records=(\d+) drops=(\d+) missed=(\d+)\s*$`)
@@ -42,13 +44,13 @@ var floorSummaryRE = regexp.MustCompile(`(?m)^floor: records=(\d+) drops=(\d+) m
 // floorTraceObjects is what floor-trace loads of the object (LoadAndAssign
 // loads only what it names: not the walk).
 type floorTraceObjects struct {
-	State  *ebpf.Program `ebpf:"floor_state"`
-	Events *ebpf.Map     `ebpf:"floor_events"`
-	Drops  *ebpf.Map     `ebpf:"floor_drops"`
+	State *ebpf.Program `ebpf:"floor_state"`
+	Rings *ebpf.Map     `ebpf:"floor_rings"`
+	Drops *ebpf.Map     `ebpf:"floor_drops"`
 }
 
 func (o *floorTraceObjects) Close() {
-	for _, c := range []io.Closer{o.State, o.Events, o.Drops} {
+	for _, c := range []io.Closer{o.State, o.Rings, o.Drops} {
 		if c != nil {
 			_ = c.Close()
 		}
@@ -86,16 +88,45 @@ func runFloorTrace(ctx context.Context, attached chan<- struct{}) (res floorResu
 	if err != nil {
 		return res, fmt.Errorf("load floor spec: %w", err)
 	}
+	cpus, err := ebpf.PossibleCPU()
+	if err != nil {
+		return res, fmt.Errorf("count CPUs: %w", err)
+	}
+	ringSpec := spec.Maps["floor_rings"]
+	ringSpec.MaxEntries = uint32(cpus)
+	template := ringSpec.InnerMap.Copy()
+	template.MaxEntries = floorRingBytes / uint32(cpus)
+	for template.MaxEntries&(template.MaxEntries-1) != 0 {
+		template.MaxEntries &= template.MaxEntries - 1 // down to a power of two
+	}
 	var objs floorTraceObjects
 	if err := spec.LoadAndAssign(&objs, nil); err != nil {
 		return res, fmt.Errorf("load floor_state: %w", err)
 	}
 	defer objs.Close()
-	rd, err := ringbuf.NewReader(objs.Events)
-	if err != nil {
-		return res, fmt.Errorf("open floor ring: %w", err)
+	var readers []*ringbuf.Reader
+	defer func() {
+		for _, rd := range readers {
+			rd.Close()
+		}
+	}()
+	for cpu := range cpus {
+		m, err := ebpf.NewMap(template)
+		if err != nil {
+			return res, fmt.Errorf("create floor ring: %w", err)
+		}
+		err = objs.Rings.Put(uint32(cpu), m)
+		if err == nil {
+			var rd *ringbuf.Reader
+			if rd, err = ringbuf.NewReader(m); err == nil {
+				readers = append(readers, rd)
+			}
+		}
+		m.Close() // the outer map and the reader's mapping keep the ring
+		if err != nil {
+			return res, fmt.Errorf("install floor ring: %w", err)
+		}
 	}
-	defer rd.Close()
 	l, err := link.AttachTracing(link.TracingOptions{Program: objs.State})
 	if err != nil {
 		return res, fmt.Errorf("attach floor_state: %w", err)
@@ -105,20 +136,29 @@ func runFloorTrace(ctx context.Context, attached chan<- struct{}) (res floorResu
 	}
 
 	var rec ringbuf.Record
+	// Records are counted, not merged into one order: the floor keeps no
+	// table that would need it.
 	drain := func() error {
-		rd.SetDeadline(time.Now())
-		for {
-			if err := rd.ReadInto(&rec); err != nil {
+		for _, rd := range readers {
+			if rd.AvailableBytes() == 0 {
+				continue
+			}
+			rd.SetDeadline(time.Now())
+			for {
+				err := rd.ReadInto(&rec)
 				if errors.Is(err, os.ErrDeadlineExceeded) {
-					return nil
+					break
 				}
-				return err
+				if err != nil {
+					return err
+				}
+				if len(rec.RawSample) != event.Size {
+					return fmt.Errorf("floor record of %d bytes, want %d", len(rec.RawSample), event.Size)
+				}
+				res.records++
 			}
-			if len(rec.RawSample) != event.Size {
-				return fmt.Errorf("floor record of %d bytes, want %d", len(rec.RawSample), event.Size)
-			}
-			res.records++
 		}
+		return nil
 	}
 	t := time.NewTimer(floorBatch)
 	defer t.Stop()

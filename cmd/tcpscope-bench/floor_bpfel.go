@@ -27,7 +27,7 @@ type floorFloorEvent struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	floorMapFloorDrops       = "floor_drops"
-	floorMapFloorEvents      = "floor_events"
+	floorMapFloorRings       = "floor_rings"
 	floorProgFloorState      = "floor_state"
 	floorProgFloorWalk       = "floor_walk"
 	floorVarUnusedFloorEvent = "unused_floor_event"
@@ -83,8 +83,8 @@ type floorProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type floorMapSpecs struct {
-	FloorDrops  *ebpf.MapSpec `ebpf:"floor_drops"`
-	FloorEvents *ebpf.MapSpec `ebpf:"floor_events"`
+	FloorDrops *ebpf.MapSpec `ebpf:"floor_drops"`
+	FloorRings *ebpf.MapSpec `ebpf:"floor_rings"`
 }
 
 // floorVariableSpecs contains global variables before they are loaded into the kernel.
@@ -114,14 +114,14 @@ func (o *floorObjects) Close() error {
 //
 // It can be passed to loadFloorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type floorMaps struct {
-	FloorDrops  *ebpf.Map `ebpf:"floor_drops"`
-	FloorEvents *ebpf.Map `ebpf:"floor_events"`
+	FloorDrops *ebpf.Map `ebpf:"floor_drops"`
+	FloorRings *ebpf.Map `ebpf:"floor_rings"`
 }
 
 func (m *floorMaps) Close() error {
 	return _FloorClose(
 		m.FloorDrops,
-		m.FloorEvents,
+		m.FloorRings,
 	)
 }
 

@@ -18,9 +18,10 @@
 // netns; timewait interval, warn, netns). Unknown or malformed
 // parameters get HTTP 400 with {"error": "..."}.
 //
-// The event stream never holds up the tracer: Publish hands each batch of
-// events to every client's bounded queue without waiting; a client whose
-// queue is full loses what does not fit, and is told how many it lost by a
+// The event stream never holds up the tracer: Publish copies each batch of
+// events into a bounded queue without waiting, and a goroutine of the API's
+// own offers them to every client's bounded queue; a client whose queue is
+// full loses what does not fit, and is told how many it lost by a
 // {"dropped": N} line before its next event.
 package api
 
@@ -81,6 +82,12 @@ type Options struct {
 	// up to twice that, the queue and the batch being written: about
 	// 2 MiB at the default.
 	StreamQueue int
+	// FanOutQueue is how many events Publish holds for the stream clients
+	// before the API's own goroutine offers them to each (default four
+	// times StreamQueue); beyond that they are dropped for every client,
+	// before its query is known, and counted in each one's next
+	// {"dropped": N} as events it may have matched.
+	FanOutQueue int
 	// Namespaces lists the network namespaces a walk can enter
 	// (default loader.Namespaces).
 	Namespaces func() ([]loader.Namespace, error)
@@ -134,6 +141,8 @@ type API struct {
 	mu      sync.RWMutex
 	clients map[*client]struct{}
 	dropped atomic.Uint64 // events dropped for slow stream clients, all clients
+
+	fan fanOut // Publish's queue for the stream clients (fanout.go)
 
 	// Heavy routes (heavy.go): slots bounds the answers being built,
 	// pending holds the answers not yet started, by route and query.
@@ -239,8 +248,12 @@ func New(opts Options) *API {
 	if opts.MaxWaiting <= 0 {
 		opts.MaxWaiting = 64
 	}
+	if opts.FanOutQueue <= 0 {
+		opts.FanOutQueue = 4 * opts.StreamQueue
+	}
 	return &API{opts: opts, clients: map[*client]struct{}{}, cwHist: map[cwQuery]*diag.CloseWaitHistory{},
-		slots: make(chan struct{}, opts.MaxHeavy), pending: map[string]*answer{}}
+		slots: make(chan struct{}, opts.MaxHeavy), pending: map[string]*answer{},
+		fan: fanOut{limit: opts.FanOutQueue, wake: make(chan struct{}, 1)}}
 }
 
 // SetWalker sets the source of /api/v1/sockets once the tracer is loaded
@@ -257,13 +270,8 @@ func (a *API) SetReady(seedMono uint64) {
 	a.ready.Store(true)
 }
 
-// Publish offers a batch of table events to the stream clients, in order.
-// It never blocks, and keeps nothing of evs: each client gets a copy of the
-// events that match its query, up to its queue's room, and is woken once per
-// batch (one lock and at most one wake-up per client per batch, not per
-// event: under churn the tracer's reader runs this for ~400k events a
-// second).
-func (a *API) Publish(evs []event.Event) {
+// offerAll offers a batch to every stream client, in order.
+func (a *API) offerAll(evs []event.Event) {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
 	for c := range a.clients {
@@ -271,6 +279,18 @@ func (a *API) Publish(evs []event.Event) {
 			a.dropped.Add(lost)
 		}
 	}
+}
+
+// loseAll tells every stream client that n events went missing here.
+func (a *API) loseAll(n uint64) {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	for c := range a.clients {
+		c.mu.Lock()
+		c.lost += n
+		c.mu.Unlock()
+	}
+	a.dropped.Add(n)
 }
 
 // matches says whether the client's query selects e.
@@ -535,11 +555,14 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 	c := &client{spec: spec, container: container, limit: a.opts.StreamQueue, wake: make(chan struct{}, 1)}
 	a.mu.Lock()
 	a.clients[c] = struct{}{}
+	a.fan.streams.Add(1)
 	a.mu.Unlock()
 	defer func() {
 		a.mu.Lock()
 		delete(a.clients, c)
+		a.fan.streams.Add(-1)
 		a.mu.Unlock()
+		a.fan.signal() // the last one gone: the fan-out may end
 	}()
 
 	rc := http.NewResponseController(w)

@@ -77,9 +77,27 @@ func TestSummaryAndReadiness(t *testing.T) {
 }
 
 // TestStreamSlowClientDoesNotBlock: Publish returns at once whatever the
-// clients do; a client whose queue overflowed is told how many it lost.
+// clients do; a client whose queue overflowed, or that lost events because
+// the fan-out's queue did, is told how many it lost.
 func TestStreamSlowClientDoesNotBlock(t *testing.T) {
-	a := New(Options{Table: table.New(), StreamQueue: 4})
+	for _, tc := range []struct {
+		name        string
+		fanOutQueue int
+		// otherNS adds an event of another namespace after each, which
+		// the client must not get. Events the fan-out drops are counted
+		// for every client before its query is known: only with all of
+		// them matching is the count exact.
+		otherNS bool
+	}{
+		{name: "client queue overflows", fanOutQueue: 1 << 18, otherNS: true},
+		{name: "fan-out queue overflows", fanOutQueue: 8},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testSlowClient(t, tc.fanOutQueue, tc.otherNS) })
+	}
+}
+
+func testSlowClient(t *testing.T, fanOutQueue int, otherNS bool) {
+	a := New(Options{Table: table.New(), StreamQueue: 4, FanOutQueue: fanOutQueue})
 	srv := httptest.NewServer(a.Handler())
 	defer srv.Close()
 	hc := &http.Client{Timeout: 30 * time.Second} // bounds the test if the stream stalls
@@ -96,8 +114,10 @@ func TestStreamSlowClientDoesNotBlock(t *testing.T) {
 	const n = 100000
 	var batch []event.Event
 	for i := range n {
-		batch = append(batch, *transition(uint64(i), event.SynSent, event.Established, uint16(10000+i%1000), 9),
-			*transition(uint64(i), event.SynSent, event.Established, 1, 8))
+		batch = append(batch, *transition(uint64(i), event.SynSent, event.Established, uint16(10000+i%1000), 9))
+		if otherNS {
+			batch = append(batch, *transition(uint64(i), event.SynSent, event.Established, 1, 8))
+		}
 		if len(batch) >= 1+i%700 { // batches of many sizes
 			a.Publish(batch)
 			batch = batch[:0]
@@ -120,6 +140,9 @@ func TestStreamSlowClientDoesNotBlock(t *testing.T) {
 	a.mu.RUnlock()
 	go func() {
 		deadline := time.Now().Add(20 * time.Second)
+		for a.fan.queued() > 0 && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
 		for _, c := range clients {
 			for c.queued() > 0 && time.Now().Before(deadline) {
 				time.Sleep(time.Millisecond)

@@ -92,12 +92,13 @@ func (s Stats) LostSince(prev Stats) (uint64, string) {
 	return n, strings.Join(parts, "; ")
 }
 
-// RingUsage returns how many bytes of the ring buffer hold records not read
-// yet, and the ring's size. It is for monitoring (a ring that stays near full
-// is about to drop events); call it only between New and Close.
+// RingUsage returns how many bytes of the ring buffers hold records not read
+// yet, and the rings' size, all CPUs' together. It is for monitoring (rings
+// that stay near full are about to drop events); call it only between New
+// and Close.
 func (t *Tracer) RingUsage() (used, size int) {
-	if t.reader == nil {
+	if t.rings == nil {
 		return 0, 0
 	}
-	return t.reader.AvailableBytes(), t.reader.BufferSize()
+	return t.rings.available(), t.rings.bufferSize()
 }

@@ -162,10 +162,10 @@ type tcpscopeTimerEvent struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	tcpscopeMapClaims               = "claims"
-	tcpscopeMapEvents               = "events"
 	tcpscopeMapHolderStates         = "holder_states"
 	tcpscopeMapListeners            = "listeners"
 	tcpscopeMapReaderState          = "reader_state"
+	tcpscopeMapRings                = "rings"
 	tcpscopeMapSocks                = "socks"
 	tcpscopeMapStats                = "stats"
 	tcpscopeProgDumpTcp             = "dump_tcp"
@@ -258,10 +258,10 @@ type tcpscopeProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcpscopeMapSpecs struct {
 	Claims       *ebpf.MapSpec `ebpf:"claims"`
-	Events       *ebpf.MapSpec `ebpf:"events"`
 	HolderStates *ebpf.MapSpec `ebpf:"holder_states"`
 	Listeners    *ebpf.MapSpec `ebpf:"listeners"`
 	ReaderState  *ebpf.MapSpec `ebpf:"reader_state"`
+	Rings        *ebpf.MapSpec `ebpf:"rings"`
 	Socks        *ebpf.MapSpec `ebpf:"socks"`
 	Stats        *ebpf.MapSpec `ebpf:"stats"`
 }
@@ -308,10 +308,10 @@ func (o *tcpscopeObjects) Close() error {
 // It can be passed to loadTcpscopeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcpscopeMaps struct {
 	Claims       *ebpf.Map `ebpf:"claims"`
-	Events       *ebpf.Map `ebpf:"events"`
 	HolderStates *ebpf.Map `ebpf:"holder_states"`
 	Listeners    *ebpf.Map `ebpf:"listeners"`
 	ReaderState  *ebpf.Map `ebpf:"reader_state"`
+	Rings        *ebpf.Map `ebpf:"rings"`
 	Socks        *ebpf.Map `ebpf:"socks"`
 	Stats        *ebpf.Map `ebpf:"stats"`
 }
@@ -319,10 +319,10 @@ type tcpscopeMaps struct {
 func (m *tcpscopeMaps) Close() error {
 	return _TcpscopeClose(
 		m.Claims,
-		m.Events,
 		m.HolderStates,
 		m.Listeners,
 		m.ReaderState,
+		m.Rings,
 		m.Socks,
 		m.Stats,
 	)

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -19,11 +20,15 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tcpscope/tcpscope/tracer/event"
+	"github.com/tcpscope/tcpscope/tracer/ktime"
 )
 
 // Config tunes the tracer. The zero value is usable.
 type Config struct {
-	// RingBytes is the ring buffer size, a power of two (default 8 MiB).
+	// RingBytes is the size of the ring buffers together, a power of two
+	// (default 8 MiB). Each CPU has a ring of its own: its share of the
+	// total, rounded down to a power of two, at least 64 KiB (or the total,
+	// if smaller) and at least a page.
 	RingBytes int
 	// MaxSockets bounds how many sockets the BPF side keeps an owner and
 	// a state-entry time for (default 1048576; ~16 bytes each up front,
@@ -101,11 +106,13 @@ type Sink interface {
 // Tracer owns the loaded BPF objects and links. Create it with New, consume
 // with Run, release with Close.
 type Tracer struct {
-	cfg    Config
-	objs   tcpscopeObjects
-	links  []link.Link
-	reader *ringbuf.Reader
-	// wake cuts Run's sleep between batches short (a Barrier's Flush).
+	cfg   Config
+	objs  tcpscopeObjects
+	links []link.Link
+	rings *cpuRings
+	// ringTemplate is the spec of one CPU's ring, from the object.
+	ringTemplate *ebpf.MapSpec
+	// wake cuts Run's sleep between batches short (a Barrier).
 	wake     chan struct{}
 	warnings []string
 
@@ -179,6 +186,13 @@ func (t *Tracer) install() error {
 		return err
 	}
 	if !t.cfg.WalksOnly {
+		// The rings before the programs that write to them.
+		cpus := int(t.objs.Rings.MaxEntries())
+		rings, err := newCPURings(t.objs.Rings, t.ringTemplate, cpus, cpuRingBytes(t.cfg.RingBytes, cpus))
+		if err != nil {
+			return err
+		}
+		t.rings = rings
 		if err := t.attach(); err != nil {
 			return err
 		}
@@ -201,14 +215,6 @@ func (t *Tracer) install() error {
 			return err
 		}
 	}
-	if t.cfg.WalksOnly {
-		return nil
-	}
-	rd, err := ringbuf.NewReader(t.objs.Events)
-	if err != nil {
-		return fmt.Errorf("open ring buffer reader: %w", err)
-	}
-	t.reader = rd
 	return nil
 }
 
@@ -236,7 +242,19 @@ func (t *Tracer) load() error {
 	if err != nil {
 		return fmt.Errorf("parse BPF object: %w", err)
 	}
-	spec.Maps["events"].MaxEntries = uint32(t.cfg.RingBytes)
+	if !t.cfg.WalksOnly {
+		cpus, err := ebpf.PossibleCPU()
+		if err != nil {
+			return fmt.Errorf("count possible CPUs: %w", err)
+		}
+		rings := spec.Maps["rings"]
+		rings.MaxEntries = uint32(cpus)
+		t.ringTemplate = rings.InnerMap.Copy()
+		// The kernel creates a ring from the template to check the slots
+		// against: the smallest one will do (a ring's size is not part of
+		// its type).
+		rings.InnerMap.MaxEntries = uint32(os.Getpagesize())
+	}
 	spec.Maps["socks"].MaxEntries = uint32(t.cfg.MaxSockets)
 	if t.cfg.WalksOnly {
 		// Nothing is attached to fill these, and the buckets of a large
@@ -475,7 +493,7 @@ func ensureTracefs() error {
 func (t *Tracer) Warnings() []string { return t.warnings }
 
 // Run reads events until ctx is done or a fatal error occurs. When ctx ends
-// it detaches the programs, drains what is left in the ring, and returns nil.
+// it detaches the programs, drains what is left in the rings, and returns nil.
 func (t *Tracer) Run(ctx context.Context, sink Sink) error {
 	if t.cfg.WalksOnly {
 		t.runState.Store(1)
@@ -483,14 +501,12 @@ func (t *Tracer) Run(ctx context.Context, sink Sink) error {
 		t.runState.Store(2)
 		return nil
 	}
-	// detached: the programs are gone, so the next Flush is the last one
-	// (a Barrier's Flush read while the detach is still running must not
-	// end Run before the events committed meanwhile are read).
+	// detached: the programs are gone, so the next pass is the last one.
 	var detached atomic.Bool
 	stop := context.AfterFunc(ctx, func() {
 		t.detachAll()
 		detached.Store(true)
-		t.reader.Flush()
+		t.rings.wake()
 	})
 	defer stop()
 	t.runState.Store(1)
@@ -498,23 +514,18 @@ func (t *Tracer) Run(ctx context.Context, sink Sink) error {
 		t.runState.Store(2)
 		t.releaseBarriers(t.barrierGen.Load())
 	}()
-	if t.barrierGen.Load() > 0 {
-		t.reader.Flush() // for Barrier calls made before Run started
-	}
 	// Owners of sockets from before start are joined into their events
 	// (install waited for them).
 	joinEvents := t.cfg.Owners == OwnersOnEvents && len(t.owners) > 0
 
 	var (
-		rec       ringbuf.Record
 		ev        event.Event
 		lastLost  uint64
 		lastCheck time.Time
-		asleep    bool
+		served    uint64 // the last Barrier generation satisfied
 	)
-	rec.RawSample = make([]byte, 0, event.Size)
 	// Between batches Run sleeps in its own thread (nanosleep) and then
-	// takes what the ring holds without blocking. Not on a Go timer: the
+	// takes what the rings hold without blocking. Not on a Go timer: the
 	// runtime fires timers from whichever thread next schedules or sits in
 	// the netpoller, a thread at the process's priority, which under
 	// saturating churn waited 8-30 ms for a CPU while the reader's own
@@ -525,29 +536,24 @@ func (t *Tracer) Run(ctx context.Context, sink Sink) error {
 	// until a producer wakes it.
 	for {
 		pollStart := time.Now()
-		if asleep {
-			t.reader.SetDeadline(pollStart.Add(idleWake))
-		} else {
-			t.reader.SetDeadline(pollStart)
+		// In this order: a Barrier counted in gen was called before the
+		// mark, so the events it waits for are timed before it.
+		gen := t.barrierGen.Load()
+		last := detached.Load()
+		mark := ktime.Now()
+		if last {
+			mark = math.MaxUint64 // every program has finished
 		}
-		n, read := 0, 0
-		var err error
-		pending := t.barrierGen.Load()
-		for {
-			if err = t.reader.ReadInto(&rec); err != nil {
-				break
-			}
-			if asleep {
-				// Woken by a producer: back to batching.
-				asleep = false
-				t.setReaderAsleep(false)
-				pollStart = time.Now()
-				t.reader.SetDeadline(pollStart)
-			}
-			if len(rec.RawSample) == 0 {
-				continue
-			}
-			if derr := event.Decode(rec.RawSample, &ev); derr != nil {
+		read, more, err := t.rings.fill()
+		if errors.Is(err, os.ErrClosed) || errors.Is(err, ringbuf.ErrClosed) {
+			return nil // Close was called
+		}
+		if err != nil {
+			return fmt.Errorf("read ring buffer: %w", err)
+		}
+		n := 0
+		for b := t.rings.next(mark); b != nil; b = t.rings.next(mark) {
+			if derr := event.Decode(b, &ev); derr != nil {
 				t.badRecords.Add(1)
 				continue
 			}
@@ -556,52 +562,51 @@ func (t *Tracer) Run(ctx context.Context, sink Sink) error {
 			}
 			sink.Event(&ev)
 			n++
-			read += len(rec.RawSample)
 		}
-		switch {
-		case errors.Is(err, os.ErrDeadlineExceeded):
-		case errors.Is(err, ringbuf.ErrFlushed) && !detached.Load():
-			// A Barrier: everything committed before the calls counted in
-			// pending has been read.
+		waiting := t.rings.compact()
+		if last && more {
+			continue // what the rings still hold, then the end
+		}
+		// Without more, every event committed before the mark is out.
+		barrier := gen != served && !more
+		if n > 0 || barrier || last {
 			sink.Drained()
-			t.releaseBarriers(pending)
-			if t.barrierGen.Load() > pending {
-				t.reader.Flush() // later callers' flushes may have merged into this one
-			}
-			continue
-		case errors.Is(err, ringbuf.ErrFlushed):
-			sink.Drained()
+		}
+		if barrier {
+			t.releaseBarriers(gen)
+			served = gen
+		}
+		if last {
 			t.reportLoss(sink, &lastLost)
 			return nil
-		case errors.Is(err, os.ErrClosed), errors.Is(err, ringbuf.ErrClosed):
-			return nil
-		default:
-			return fmt.Errorf("read ring buffer: %w", err)
-		}
-		if n > 0 {
-			sink.Drained()
 		}
 		if now := time.Now(); now.Sub(lastCheck) >= 100*time.Millisecond {
 			lastCheck = now
 			t.reportLoss(sink, &lastLost)
 		}
-		if n == 0 && !asleep {
-			// A whole batch interval without events: sleep until a producer
-			// wakes us. Raise the flag first, then look at the ring once
-			// more; a producer that committed before seeing the flag is
-			// found here, one that commits after it wakes us.
+		if n == 0 && waiting == 0 && !more && t.barrierGen.Load() == served {
+			// A whole batch interval without events: sleep until a
+			// producer wakes us. Raise the flag first, then look at the
+			// rings once more; a producer that committed before seeing
+			// the flag is found here, one that commits after it wakes us.
 			t.setReaderAsleep(true)
-			if t.reader.AvailableBytes() > 0 {
-				t.setReaderAsleep(false)
-				continue
+			if t.rings.available() == 0 && !detached.Load() {
+				if err := t.rings.wait(idleWake); err != nil {
+					if errors.Is(err, os.ErrClosed) {
+						return nil
+					}
+					t.setReaderAsleep(false)
+					return err
+				}
 			}
-			asleep = true
+			t.setReaderAsleep(false)
+			continue
 		}
-		// A poll that found an eighth of the ring or more polls again at
-		// once: the producers do not wake a busy reader (they could not:
-		// it sleeps here, not in epoll_wait), and a small ring would
-		// overflow during a whole sleep.
-		if !asleep && read < t.cfg.RingBytes/8 {
+		// A pass that found an eighth of a ring or more, or left records
+		// in one, polls again at once: the producers do not wake a busy
+		// reader (they could not: it sleeps here, not in epoll_wait), and
+		// a small ring would overflow during a whole sleep.
+		if !more && read < t.rings.ringSize/8 {
 			select {
 			case <-t.wake: // a Barrier: poll again at once
 			default:
@@ -612,7 +617,7 @@ func (t *Tracer) Run(ctx context.Context, sink Sink) error {
 }
 
 // Barrier returns once Run has passed every event committed to the ring
-// buffer before the call and called Sink.Drained, or once Run has returned.
+// buffers before the call and called Sink.Drained, or once Run has returned.
 // Called before Run starts, it waits for Run.
 func (t *Tracer) Barrier(ctx context.Context) error {
 	if t.cfg.WalksOnly {
@@ -622,11 +627,11 @@ func (t *Tracer) Barrier(ctx context.Context) error {
 	if t.runState.Load() == 2 {
 		return nil
 	}
-	t.reader.Flush()
 	select {
 	case t.wake <- struct{}{}:
 	default:
 	}
+	t.rings.wake()
 	done := make(chan struct{})
 	go func() {
 		t.barrierMu.Lock()
@@ -779,8 +784,8 @@ func (t *Tracer) Close() error {
 			t.dumpIter = nil
 		}
 		t.iterMu.Unlock()
-		if t.reader != nil {
-			errs = append(errs, t.reader.Close())
+		if t.rings != nil {
+			errs = append(errs, t.rings.Close())
 		}
 		errs = append(errs, t.objs.Close())
 		t.closeErr = errors.Join(errs...)
