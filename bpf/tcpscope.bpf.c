@@ -224,6 +224,9 @@ enum stat_index {
  * spinlock and dirtied cache lines the other CPU was using. The reader
  * merges the rings back into kernel-time order (tracer/loader).
  *
+ * Every record is timed (bpf_ktime_get_ns) before it is reserved: the merge
+ * depends on it.
+ *
  * The template of one CPU's ring; the loader creates them, one per possible
  * CPU (power of two, sized from the configured total). */
 struct cpu_ring {
@@ -815,13 +818,16 @@ static __always_inline int emit_sock_timer(const struct sock_common *skc, __u8 k
 	__u32 netns = BPF_CORE_READ(skc, skc_net.net, ns.inum);
 	if (filter_netns && netns != filter_netns)
 		return 0;
+	/* Timed before the reserve, as every record: the reader's merge of the
+	 * CPUs' rings relies on it (tracer/loader/rings.go). */
+	__u64 now = bpf_ktime_get_ns();
 	void *ring = cpu_ring();
 	struct timer_event *e = ring ? bpf_ringbuf_reserve(ring, sizeof(*e), 0) : NULL;
 	if (!e) {
 		stat_inc(STAT_RINGBUF_DROPS);
 		return 0;
 	}
-	e->ts_ns = bpf_ktime_get_ns();
+	e->ts_ns = now;
 	e->skaddr = (__u64)skc;
 	e->cookie = BPF_CORE_READ(skc, skc_cookie.counter);
 	e->expires_ns = start ? jiffies_left_ns(expires) : 0;
@@ -1016,13 +1022,14 @@ static __always_inline int emit_reset(const struct sock *sk, __u8 kind)
 	__u8 state = sk->__sk_common.skc_state;
 	if (state == TCP_LISTEN)
 		return 0;
+	__u64 now = bpf_ktime_get_ns(); /* before the reserve: see emit_sock_timer */
 	void *ring = cpu_ring();
 	struct timer_event *e = ring ? bpf_ringbuf_reserve(ring, sizeof(*e), 0) : NULL;
 	if (!e) {
 		stat_inc(STAT_RINGBUF_DROPS);
 		return 0;
 	}
-	e->ts_ns = bpf_ktime_get_ns();
+	e->ts_ns = now;
 	e->skaddr = (__u64)sk;
 	e->cookie = bpf_get_socket_cookie((void *)sk);
 	e->expires_ns = 0;

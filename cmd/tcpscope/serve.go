@@ -355,9 +355,11 @@ func webConfigSecured(path string) (bool, error) {
 // waited for one while the rings overflowed (TestServeBurst lost events in
 // 1 run of 6 with 2 Ps, none in 7 with 4; 2026-12-06). With spare Ps the
 // kernel, which knows the priorities, decides. A GOMAXPROCS the user set is
-// kept.
+// kept, and so is one the runtime lowered to a container's CPU limit: more Ps
+// than the quota would only get the whole cgroup, reader included,
+// throttled (and setting it stops the runtime following the limit).
 func reserveReaderPs() {
-	if os.Getenv("GOMAXPROCS") == "" {
+	if os.Getenv("GOMAXPROCS") == "" && runtime.GOMAXPROCS(0) >= runtime.NumCPU() {
 		runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + 2)
 	}
 }

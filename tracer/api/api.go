@@ -84,7 +84,8 @@ type Options struct {
 	StreamQueue int
 	// FanOutQueue is how many events Publish holds for the stream clients
 	// before the API's own goroutine offers them to each (default four
-	// times StreamQueue); beyond that they are dropped for every client,
+	// times StreamQueue; the goroutine holds up to as many again while it
+	// offers them); beyond that they are dropped for every client,
 	// before its query is known, and counted in each one's next
 	// {"dropped": N} as events it may have matched.
 	FanOutQueue int
@@ -140,7 +141,7 @@ type API struct {
 
 	mu      sync.RWMutex
 	clients map[*client]struct{}
-	dropped atomic.Uint64 // events dropped for slow stream clients, all clients
+	dropped atomic.Uint64 // events dropped for slow stream clients, summed over the clients
 
 	fan fanOut // Publish's queue for the stream clients (fanout.go)
 
@@ -289,8 +290,8 @@ func (a *API) loseAll(n uint64) {
 		c.mu.Lock()
 		c.lost += n
 		c.mu.Unlock()
+		a.dropped.Add(n)
 	}
-	a.dropped.Add(n)
 }
 
 // matches says whether the client's query selects e.

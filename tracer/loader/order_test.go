@@ -1,6 +1,7 @@
 package loader_test
 
 import (
+	"context"
 	"errors"
 	"os"
 	"runtime"
@@ -157,5 +158,76 @@ func closeInTurn(fd int, first bool, deadline time.Time) error {
 		if n == 0 {
 			return nil
 		}
+	}
+}
+
+// TestCloseWhileRunning: Close called while Run reads (an agent that fails
+// after starting its reader does this) ends Run with nil, promptly, both
+// while Run sleeps on an idle machine's rings and while it reads under
+// churn; Close and Barrier called afterwards return at once.
+func TestCloseWhileRunning(t *testing.T) {
+	requireRoot(t)
+	for _, busy := range []bool{false, true} {
+		tr, err := loader.New(loader.Config{})
+		if err != nil {
+			t.Fatalf("loader.New: %v", err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- tr.Run(context.Background(), &collector{}) }()
+		if err := tr.Barrier(context.Background()); err != nil { // Run is reading
+			t.Fatal(err)
+		}
+		stopChurn := make(chan struct{})
+		churned := make(chan struct{})
+		go func() {
+			defer close(churned)
+			if !busy {
+				return
+			}
+			lfd, port := listenRaw(t)
+			defer unix.Close(lfd)
+			for i := 0; i < 20000; i++ {
+				select {
+				case <-stopChurn:
+					return
+				default:
+				}
+				fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+				if err != nil {
+					return
+				}
+				_ = unix.Connect(fd, &unix.SockaddrInet4{Port: int(port), Addr: [4]byte{127, 0, 0, 1}})
+				if afd, _, err := unix.Accept(lfd); err == nil {
+					unix.Close(afd)
+				}
+				unix.Close(fd)
+			}
+		}()
+		time.Sleep(50 * time.Millisecond)
+		start := time.Now()
+		if err := tr.Close(); err != nil {
+			t.Errorf("busy=%v: Close: %v", busy, err)
+		}
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("busy=%v: Run: %v", busy, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("busy=%v: Run did not return within 5s of Close", busy)
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("busy=%v: Close and Run's end took %v", busy, d)
+		}
+		close(stopChurn)
+		<-churned
+		if err := tr.Close(); err != nil {
+			t.Errorf("busy=%v: second Close: %v", busy, err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		if err := tr.Barrier(ctx); err != nil {
+			t.Errorf("busy=%v: Barrier after Close: %v", busy, err)
+		}
+		cancel()
 	}
 }

@@ -26,7 +26,8 @@ import (
 // Why the merge is right: a socket's transitions run one at a time (under
 // the socket's lock), so a record is committed before the next record of
 // its socket is even begun, and that one's kernel time is later than the
-// commit. Records within one ring are in the order they were reserved.
+// commit. Records within one ring are in the order they were reserved, and
+// every record is timed before it is reserved (the BPF side's rule).
 //
 //   - A pass reads every ring after noting the time M. A record with a kernel
 //     time at most M has every earlier record of its socket committed
@@ -61,8 +62,9 @@ type cpuRings struct {
 	// cut is the lowest kernel time of a last record read from a ring that
 	// the pass left before its end; math.MaxUint64 when none was.
 	cut uint64
-	// oversized counts records too long to be ours, dropped unread.
-	oversized uint64
+	// bad counts records too long to be ours, dropped unread (the
+	// tracer's count of undecodable records).
+	bad *atomic.Uint64
 }
 
 // ringQueue holds the records read from one ring and not handed out yet, in
@@ -109,8 +111,8 @@ func cpuRingBytes(total, cpus int) int {
 // newCPURings creates a ring of ringSize bytes for each possible CPU from
 // template, puts it in outer at the CPU's index, and opens readers. On error
 // nothing is left open.
-func newCPURings(outer *ebpf.Map, template *ebpf.MapSpec, cpus, ringSize int) (_ *cpuRings, err error) {
-	r := &cpuRings{ringSize: ringSize, epfd: -1, wakefd: -1, cut: math.MaxUint64}
+func newCPURings(outer *ebpf.Map, template *ebpf.MapSpec, cpus, ringSize int, bad *atomic.Uint64) (_ *cpuRings, err error) {
+	r := &cpuRings{ringSize: ringSize, epfd: -1, wakefd: -1, cut: math.MaxUint64, bad: bad}
 	defer func() {
 		if err != nil {
 			r.Close()
@@ -164,8 +166,8 @@ func (r *cpuRings) watch(fd int) error {
 }
 
 // fill moves what the rings hold into the queues, at most passBytes from
-// each. It returns the bytes read and whether a ring was left with records
-// in it. Records the decoder could not take are counted in bad.
+// each. It returns the most bytes it read from one ring, and whether a ring
+// was left with records in it.
 func (r *cpuRings) fill() (read int, more bool, err error) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
@@ -196,7 +198,7 @@ func (r *cpuRings) fill() (read int, more bool, err error) {
 			n := len(r.rec.RawSample)
 			taken += n
 			if n > maxRecord {
-				r.oversized++
+				r.bad.Add(1)
 				continue
 			}
 			q.buf = q.buf[:at+n]
@@ -207,7 +209,7 @@ func (r *cpuRings) fill() (read int, more bool, err error) {
 			q.recs = append(q.recs, recRef{mono: mono, off: uint32(at), n: uint32(n)})
 			last = mono
 		}
-		read += taken
+		read = max(read, taken)
 		if taken >= passBytes && rd.AvailableBytes() > 0 {
 			more = true
 			r.cut = min(r.cut, last)
@@ -275,7 +277,7 @@ func (r *cpuRings) available() int {
 }
 
 // bufferSize is the bytes of all rings together.
-func (r *cpuRings) bufferSize() int { return r.ringSize * len(r.readers) }
+func (r *cpuRings) bufferSize() int { return r.ringSize * len(r.queues) }
 
 // wait blocks until a ring has a record the BPF side woke it for, wake is
 // called, or timeout passes.

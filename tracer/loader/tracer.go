@@ -138,7 +138,8 @@ type Tracer struct {
 	barrierMu   sync.Mutex
 	barrierCond *sync.Cond
 	barrierDone uint64
-	runState    atomic.Int32 // 0 not started, 1 running, 2 ended
+	runState    atomic.Int32  // 0 not started, 1 running, 2 ended
+	runDone     chan struct{} // closed when Run returns
 
 	closeOnce sync.Once
 	closeErr  error
@@ -171,7 +172,7 @@ func New(cfg Config) (*Tracer, error) {
 		return nil, err
 	}
 
-	t := &Tracer{cfg: cfg, wake: make(chan struct{}, 1)}
+	t := &Tracer{cfg: cfg, wake: make(chan struct{}, 1), runDone: make(chan struct{})}
 	t.barrierCond = sync.NewCond(&t.barrierMu)
 	if err := t.install(); err != nil {
 		t.Close()
@@ -188,7 +189,7 @@ func (t *Tracer) install() error {
 	if !t.cfg.WalksOnly {
 		// The rings before the programs that write to them.
 		cpus := int(t.objs.Rings.MaxEntries())
-		rings, err := newCPURings(t.objs.Rings, t.ringTemplate, cpus, cpuRingBytes(t.cfg.RingBytes, cpus))
+		rings, err := newCPURings(t.objs.Rings, t.ringTemplate, cpus, cpuRingBytes(t.cfg.RingBytes, cpus), &t.badRecords)
 		if err != nil {
 			return err
 		}
@@ -495,8 +496,11 @@ func (t *Tracer) Warnings() []string { return t.warnings }
 // Run reads events until ctx is done or a fatal error occurs. When ctx ends
 // it detaches the programs, drains what is left in the rings, and returns nil.
 func (t *Tracer) Run(ctx context.Context, sink Sink) error {
+	if !t.runState.CompareAndSwap(0, 1) {
+		return errors.New("tracer: Run called twice")
+	}
+	defer close(t.runDone)
 	if t.cfg.WalksOnly {
-		t.runState.Store(1)
 		<-ctx.Done()
 		t.runState.Store(2)
 		return nil
@@ -509,7 +513,6 @@ func (t *Tracer) Run(ctx context.Context, sink Sink) error {
 		t.rings.wake()
 	})
 	defer stop()
-	t.runState.Store(1)
 	defer func() {
 		t.runState.Store(2)
 		t.releaseBarriers(t.barrierGen.Load())
@@ -523,6 +526,10 @@ func (t *Tracer) Run(ctx context.Context, sink Sink) error {
 		lastLost  uint64
 		lastCheck time.Time
 		served    uint64 // the last Barrier generation satisfied
+		// The Barrier generation being waited for, and the mark of the
+		// first pass that saw it: every event committed before those
+		// calls is timed before bmark.
+		bgen, bmark uint64
 	)
 	// Between batches Run sleeps in its own thread (nanosleep) and then
 	// takes what the rings hold without blocking. Not on a Go timer: the
@@ -543,6 +550,9 @@ func (t *Tracer) Run(ctx context.Context, sink Sink) error {
 		mark := ktime.Now()
 		if last {
 			mark = math.MaxUint64 // every program has finished
+		}
+		if gen != served && bgen == served {
+			bgen, bmark = gen, mark
 		}
 		read, more, err := t.rings.fill()
 		if errors.Is(err, os.ErrClosed) || errors.Is(err, ringbuf.ErrClosed) {
@@ -567,14 +577,16 @@ func (t *Tracer) Run(ctx context.Context, sink Sink) error {
 		if last && more {
 			continue // what the rings still hold, then the end
 		}
-		// Without more, every event committed before the mark is out.
-		barrier := gen != served && !more
+		// Every event committed before bgen's calls is out once the pass
+		// read each ring past bmark: a record not read yet was reserved
+		// after one timed later than bmark (fill's cut).
+		barrier := bgen != served && min(mark, t.rings.cut) >= bmark
 		if n > 0 || barrier || last {
 			sink.Drained()
 		}
 		if barrier {
-			t.releaseBarriers(gen)
-			served = gen
+			t.releaseBarriers(bgen)
+			served = bgen
 		}
 		if last {
 			t.reportLoss(sink, &lastLost)
@@ -602,8 +614,8 @@ func (t *Tracer) Run(ctx context.Context, sink Sink) error {
 			t.setReaderAsleep(false)
 			continue
 		}
-		// A pass that found an eighth of a ring or more, or left records
-		// in one, polls again at once: the producers do not wake a busy
+		// A pass that found an eighth of a ring or more in one, or left
+		// records in one, polls again at once: the producers do not wake a busy
 		// reader (they could not: it sleeps here, not in epoll_wait), and
 		// a small ring would overflow during a whole sleep.
 		if !more && read < t.rings.ringSize/8 {
@@ -772,21 +784,32 @@ func (t *Tracer) detachAll() {
 }
 
 // Close detaches the programs and frees every kernel object. It is safe to
-// call more than once and concurrently with nothing else.
+// call more than once. Called while Run runs, it ends Run (which then returns
+// nil without draining the rings) and waits for it.
 func (t *Tracer) Close() error {
 	t.closeOnce.Do(func() {
 		t.awaitOwners() // its error belongs to the walks
 		t.detachAll()
 		var errs []error
+		if t.rings != nil {
+			errs = append(errs, t.rings.Close())
+		}
+		// Run may still be between two uses of the maps (the sleep flag,
+		// the loss counters): they are closed once it has returned, which
+		// it does at its next look at the rings. Bounded, in case its sink
+		// is what waits for this caller.
+		if t.runState.Load() == 1 && !t.cfg.WalksOnly {
+			select {
+			case <-t.runDone:
+			case <-time.After(time.Second):
+			}
+		}
 		t.iterMu.Lock()
 		if t.dumpIter != nil {
 			errs = append(errs, t.dumpIter.Close())
 			t.dumpIter = nil
 		}
 		t.iterMu.Unlock()
-		if t.rings != nil {
-			errs = append(errs, t.rings.Close())
-		}
 		errs = append(errs, t.objs.Close())
 		t.closeErr = errors.Join(errs...)
 	})
