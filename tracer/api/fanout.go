@@ -1,6 +1,7 @@
 package api
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -65,6 +66,10 @@ func (a *API) Publish(evs []event.Event) {
 			f.gaps = append(f.gaps, gap{len(f.queue), f.lost})
 			f.lost = 0
 		}
+		if need := len(f.queue) + len(evs); need > cap(f.queue) {
+			// Doubling, but not past the limit: the queue is kept.
+			f.queue = slices.Grow(f.queue, min(max(2*cap(f.queue), need), f.limit)-len(f.queue))
+		}
 		f.queue = append(f.queue, evs...)
 	}
 	start := !f.running
@@ -85,7 +90,10 @@ func (a *API) fanOutLoop() {
 		q, gaps, lost := f.queue, f.gaps, f.lost
 		if len(q) == 0 && lost == 0 {
 			if f.streams.Load() == 0 {
+				// No client: give the queues back (up to FanOutQueue
+				// events each) until the next one comes.
 				f.running = false
+				f.queue, f.spare = nil, nil
 				f.mu.Unlock()
 				return
 			}

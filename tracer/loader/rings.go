@@ -52,6 +52,10 @@ type cpuRings struct {
 	readers  []*ringbuf.Reader
 	queues   []ringQueue
 	ringSize int
+	// heads is a min-heap of the queues with records waiting, by the kernel
+	// time of their first one: next costs O(log CPUs), not a scan of every
+	// possible CPU's queue.
+	heads []int
 
 	// An idle reader sleeps in epoll_wait on every ring at once, and on an
 	// eventfd that wake() writes.
@@ -215,31 +219,62 @@ func (r *cpuRings) fill() (read int, more bool, err error) {
 			r.cut = min(r.cut, last)
 		}
 	}
+	r.heapify()
 	return read, more, nil
+}
+
+// heapify rebuilds heads from the queues.
+func (r *cpuRings) heapify() {
+	r.heads = r.heads[:0]
+	for i := range r.queues {
+		if q := &r.queues[i]; q.head < len(q.recs) {
+			r.heads = append(r.heads, i)
+		}
+	}
+	for i := len(r.heads)/2 - 1; i >= 0; i-- {
+		r.siftDown(i)
+	}
+}
+
+// headMono is the kernel time of the first waiting record of heads[i].
+func (r *cpuRings) headMono(i int) uint64 {
+	q := &r.queues[r.heads[i]]
+	return q.recs[q.head].mono
+}
+
+func (r *cpuRings) siftDown(i int) {
+	n := len(r.heads)
+	for {
+		least := i
+		for _, c := range [2]int{2*i + 1, 2*i + 2} {
+			if c < n && r.headMono(c) < r.headMono(least) {
+				least = c
+			}
+		}
+		if least == i {
+			return
+		}
+		r.heads[i], r.heads[least] = r.heads[least], r.heads[i]
+		i = least
+	}
 }
 
 // next returns the record that comes first among the queues' first records
 // with a kernel time at most upTo (lowered by fill's cut), or nil. The bytes
 // are valid until compact.
 func (r *cpuRings) next(upTo uint64) []byte {
-	upTo = min(upTo, r.cut)
-	best := -1
-	var bestMono uint64
-	for i := range r.queues {
-		q := &r.queues[i]
-		if q.head == len(q.recs) {
-			continue
-		}
-		if m := q.recs[q.head].mono; m <= upTo && (best < 0 || m < bestMono) {
-			best, bestMono = i, m
-		}
-	}
-	if best < 0 {
+	if len(r.heads) == 0 || r.headMono(0) > min(upTo, r.cut) {
 		return nil
 	}
-	q := &r.queues[best]
+	q := &r.queues[r.heads[0]]
 	ref := q.recs[q.head]
 	q.head++
+	if q.head == len(q.recs) {
+		last := len(r.heads) - 1
+		r.heads[0] = r.heads[last]
+		r.heads = r.heads[:last]
+	}
+	r.siftDown(0)
 	return q.buf[ref.off : ref.off+ref.n]
 }
 

@@ -2,7 +2,9 @@ package loader
 
 import (
 	"encoding/binary"
+	"fmt"
 	"math"
+	"math/rand/v2"
 	"os"
 	"slices"
 	"testing"
@@ -104,6 +106,7 @@ func TestMergeOrder(t *testing.T) {
 			for _, recs := range tc.rings {
 				r.queues = append(r.queues, queueOf(recs...))
 			}
+			r.heapify()
 			if got := take(r, tc.upTo); !slices.Equal(got, tc.want) {
 				t.Errorf("up to %d: %q, want %q", tc.upTo, got, tc.want)
 			}
@@ -117,10 +120,51 @@ func TestMergeOrder(t *testing.T) {
 				}
 			}
 			r.cut = math.MaxUint64
+			r.heapify() // as the next pass's fill does
 			if got := take(r, math.MaxUint64); !slices.Equal(got, tc.wantRest) {
 				t.Errorf("the rest: %q, want %q", got, tc.wantRest)
 			}
 		})
+	}
+}
+
+// TestMergeManyRings: with many rings (the heap of their first records),
+// records come out in time order, each ring's in its own order.
+func TestMergeManyRings(t *testing.T) {
+	const rings, perRing = 64, 50
+	r := &cpuRings{cut: math.MaxUint64}
+	rng := rand.New(rand.NewPCG(1, 2))
+	want := 0
+	for i := range rings {
+		var recs []testRec
+		mono := uint64(0)
+		for j := range rng.IntN(perRing) {
+			mono += 1 + rng.Uint64N(1000)
+			recs = append(recs, testRec{mono*rings + uint64(i), fmt.Sprintf("%d.%d", i, j)})
+		}
+		want += len(recs)
+		r.queues = append(r.queues, queueOf(recs...))
+	}
+	r.heapify()
+	var prev uint64
+	nextIn := make([]int, rings)
+	got := 0
+	for b := r.next(math.MaxUint64); b != nil; b = r.next(math.MaxUint64) {
+		mono := binary.LittleEndian.Uint64(b)
+		if mono < prev {
+			t.Fatalf("record at %d after one at %d", mono, prev)
+		}
+		prev = mono
+		var ring, idx int
+		fmt.Sscanf(string(b[8:16]), "%d.%d", &ring, &idx)
+		if idx != nextIn[ring] {
+			t.Fatalf("ring %d: record %d, want %d", ring, idx, nextIn[ring])
+		}
+		nextIn[ring]++
+		got++
+	}
+	if got != want {
+		t.Errorf("%d records out, want %d", got, want)
 	}
 }
 
