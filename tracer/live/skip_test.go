@@ -122,8 +122,11 @@ func TestSkipUnwalkableNamespace(t *testing.T) {
 			t.Errorf("a resync failed: %s", m)
 		}
 	}
-	// Every resync since the namespace was hidden skipped both.
-	if got, min := r.lv.SkippedWalks()-skipped0, 2*(r.lv.Resyncs()-resyncs0); got < min {
+	// Every resync since the namespace was hidden skipped both, but for one
+	// that was already under way when it was hidden (the tracer sees the
+	// whole host: other tests' churn can overflow its one-page rings at any
+	// time), which listed the namespace before the bind mount and walked it.
+	if got, min := r.lv.SkippedWalks()-skipped0, 2*(r.lv.Resyncs()-resyncs0)-1; got < min {
 		t.Errorf("%d namespace walks skipped in %d resyncs, want at least %d", got, r.lv.Resyncs()-resyncs0, min)
 	}
 	if skipped0 == 0 {
