@@ -70,13 +70,20 @@ func quantiles(ns []uint64) Latency {
 	return l
 }
 
+// serveRingBytes is `tcpscope serve --ring-size`'s default.
+const serveRingBytes = 32 << 20
+
 // tableLatency runs loader, live and table as serve does, with live's
 // Event hook (called after the table applied each event) taking the delay
 // since the event's kernel timestamp, during one churn run.
 func (b *bench) tableLatency(ctx context.Context, churnCmd []string, order string, workers int) ViewLatency {
 	res := ViewLatency{Path: "table", Close: order, Workers: workers}
 	res.IdleBefore = b.waitQuiet(ctx)
-	tr, err := loader.New(loader.Config{Sockets: true})
+	// serve's rings (its --ring-size default), not trace's: with a ring
+	// per CPU, a one-worker churn fills one CPU's share, 4 MiB of trace's
+	// 8M, within ~40 ms of a stalled reader (the 11:54 run lost 404 events
+	// that way, 2026-12-06).
+	tr, err := loader.New(loader.Config{Sockets: true, RingBytes: serveRingBytes})
 	if err != nil {
 		res.Error = err.Error()
 		return res

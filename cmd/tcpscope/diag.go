@@ -49,7 +49,7 @@ func (f *tableFlags) register(cmd *cobra.Command) {
 	fl.BoolVar(&f.json, "json", false, "one JSON object per report, on one line")
 	fl.BoolVar(&f.watch, "watch", false, "keep running and print a new report as sockets change, until interrupted")
 	fl.BoolVar(&f.allNetNS, "all-netns", false, "every network namespace, not only tcpscope's own")
-	fl.StringVar(&f.ringSize, "ring-size", "8M", "ring buffer size, a power of two (e.g. 4M, 64M)")
+	fl.StringVar(&f.ringSize, "ring-size", "8M", "size of the ring buffers, one per CPU, together: a power of two (e.g. 4M, 64M)")
 	fl.StringVar(&f.btf, "btf", "", "kernel BTF file to use instead of /sys/kernel/btf/vmlinux")
 	f.serverFlags.register(fl)
 }

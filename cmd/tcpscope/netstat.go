@@ -101,7 +101,7 @@ func bindNetstatFlags(fl *pflag.FlagSet, f *netstatFlags) {
 	fl.BoolVar(&f.json, "json", false, "one JSON object per socket")
 	fl.BoolVar(&f.summary, "summary", false, "socket counts per state for the whole host")
 	fl.BoolVar(&f.perNetNS, "netns", false, "with --summary: also per network namespace")
-	fl.StringVar(&f.ringSize, "ring-size", "8M", "ring buffer size, a power of two (e.g. 4M, 64M)")
+	fl.StringVar(&f.ringSize, "ring-size", "8M", "size of the ring buffers, one per CPU, together: a power of two (e.g. 4M, 64M)")
 	fl.StringVar(&f.btf, "btf", "", "kernel BTF file to use instead of /sys/kernel/btf/vmlinux")
 	// Hidden: for comparing the two sources of a plain one-shot view.
 	fl.BoolVar(&f.bpfWalk, "bpf-walk", false, "read a plain one-shot view's sockets with the BPF iterator, not sock_diag")

@@ -88,7 +88,7 @@ Stops cleanly on SIGTERM or Ctrl-C.`,
 	// and the Go scheduler can hold it back 5-100 ms while a burst of API
 	// clients keeps every P busy (measured in TestServeBurst); at this
 	// machine's top churn (600k+ events/s) 8M is ~80 ms of events.
-	fl.StringVar(&f.ringSize, "ring-size", "32M", "ring buffer size, a power of two (e.g. 8M, 64M)")
+	fl.StringVar(&f.ringSize, "ring-size", "32M", "size of the ring buffers, one per CPU, together: a power of two (e.g. 8M, 64M)")
 	fl.StringVar(&f.btf, "btf", "", "kernel BTF file to use instead of /sys/kernel/btf/vmlinux")
 	fl.BoolVar(&f.pprof, "debug.pprof", false, "also serve Go's profiles under /debug/pprof/ (behind the same TLS and auth)")
 	fl.SortFlags = false

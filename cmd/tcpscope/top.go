@@ -66,7 +66,7 @@ snapshot every --interval instead, until interrupted or -n prints.`,
 	fl.IntVarP(&f.iterations, "iterations", "n", 0, "plain output: stop after this many prints (0: until interrupted)")
 	fl.DurationVarP(&f.interval, "interval", "d", 2*time.Second, "plain output: time between prints")
 	fl.IntVar(&f.rows, "rows", 10, "plain output: processes and hot spots printed per section")
-	fl.StringVar(&f.ringSize, "ring-size", "8M", "ring buffer size, a power of two (e.g. 4M, 64M)")
+	fl.StringVar(&f.ringSize, "ring-size", "8M", "size of the ring buffers, one per CPU, together: a power of two (e.g. 4M, 64M)")
 	fl.StringVar(&f.btf, "btf", "", "kernel BTF file to use instead of /sys/kernel/btf/vmlinux")
 	fl.SortFlags = false
 	return cmd

@@ -74,7 +74,7 @@ func (f *traceFlags) register(fl *pflag.FlagSet, transitions bool) {
 	fl.BoolVarP(&f.ipv4, "ipv4", "4", false, "only IPv4 sockets")
 	fl.BoolVarP(&f.ipv6, "ipv6", "6", false, "only IPv6 sockets")
 	fl.Uint32Var(&f.netns, "netns", 0, "only this network namespace (inode, as in /proc/PID/ns/net)")
-	fl.StringVar(&f.ringSize, "ring-size", "8M", "ring buffer size, a power of two (e.g. 4M, 64M)")
+	fl.StringVar(&f.ringSize, "ring-size", "8M", "size of the ring buffers, one per CPU, together: a power of two (e.g. 4M, 64M)")
 	fl.StringVar(&f.btf, "btf", "", "kernel BTF file to use instead of /sys/kernel/btf/vmlinux")
 	fl.BoolVarP(&f.quiet, "quiet", "q", false, "no summary on stderr at exit")
 	fl.SortFlags = false
