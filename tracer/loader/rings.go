@@ -93,8 +93,11 @@ const (
 	// while; it then passes again at once.
 	passBytes = 512 << 10
 	// minCPURing is the smallest ring a CPU gets when the configured total
-	// is split among many CPUs.
-	minCPURing = 64 << 10
+	// is split among many CPUs: one busy CPU makes records as fast on a
+	// 64-CPU host as on a 2-CPU one, and 1 MiB holds ~6.5k of them, ~10 ms
+	// of a saturating churn on one CPU. The rings together may then exceed
+	// the total (64 MiB on 64 CPUs).
+	minCPURing = 1 << 20
 )
 
 // cpuRingBytes is one CPU's share of a total ring size: a power of two, at

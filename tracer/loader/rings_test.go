@@ -176,9 +176,11 @@ func TestCPURingBytes(t *testing.T) {
 		{8 << 20, 1, 8 << 20},
 		{8 << 20, 2, 4 << 20},
 		{8 << 20, 3, 2 << 20}, // 2.67 MiB, down to a power of two
-		{8 << 20, 256, 64 << 10},
+		{8 << 20, 8, 1 << 20},
+		{8 << 20, 256, 1 << 20}, // at least 1 MiB each: 256 MiB in all
 		{1 << 30, 2, 512 << 20},
-		{16 << 10, 2, 16 << 10}, // under 64 KiB each: the total each
+		{16 << 10, 2, 16 << 10}, // under 1 MiB each: the total each
+		{1 << 20, 2, 1 << 20},
 		{page, 2, page},
 		{page, 64, page},
 	} {

@@ -27,8 +27,9 @@ import (
 type Config struct {
 	// RingBytes is the size of the ring buffers together, a power of two
 	// (default 8 MiB). Each CPU has a ring of its own: its share of the
-	// total, rounded down to a power of two, at least 64 KiB (or the total,
-	// if smaller) and at least a page.
+	// total, rounded down to a power of two, at least 1 MiB (or the total,
+	// if smaller) and at least a page: on many CPUs the rings together can
+	// be larger than RingBytes.
 	RingBytes int
 	// MaxSockets bounds how many sockets the BPF side keeps an owner and
 	// a state-entry time for (default 1048576; ~16 bytes each up front,
