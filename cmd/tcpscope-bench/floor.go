@@ -23,6 +23,7 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 
 	"github.com/tcpscope/tcpscope/tracer/event"
+	"github.com/tcpscope/tcpscope/tracer/loader"
 )
 
 const (
@@ -35,7 +36,8 @@ const (
 	// floorBatch is how long the floor's reader sleeps between polls of the
 	// rings: tcpscope's default batch.
 	floorBatch = time.Millisecond
-	// floorRingBytes is the rings' size together: tcpscope's default.
+	// floorRingBytes is the rings' size together: tcpscope's default, each
+	// CPU's share as tcpscope computes it.
 	floorRingBytes = 8 << 20
 )
 
@@ -95,10 +97,7 @@ func runFloorTrace(ctx context.Context, attached chan<- struct{}) (res floorResu
 	ringSpec := spec.Maps["floor_rings"]
 	ringSpec.MaxEntries = uint32(cpus)
 	template := ringSpec.InnerMap.Copy()
-	template.MaxEntries = floorRingBytes / uint32(cpus)
-	for template.MaxEntries&(template.MaxEntries-1) != 0 {
-		template.MaxEntries &= template.MaxEntries - 1 // down to a power of two
-	}
+	template.MaxEntries = uint32(loader.CPURingBytes(floorRingBytes, cpus))
 	var objs floorTraceObjects
 	if err := spec.LoadAndAssign(&objs, nil); err != nil {
 		return res, fmt.Errorf("load floor_state: %w", err)

@@ -302,3 +302,11 @@ func (c *client) queued() int {
 	defer c.mu.Unlock()
 	return len(c.queue)
 }
+
+// queued is how many events wait for the fan-out goroutine or are being
+// offered by it.
+func (f *fanOut) queued() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.queue) + f.offering
+}

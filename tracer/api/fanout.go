@@ -27,15 +27,7 @@ type fanOut struct {
 	lost     uint64
 	spare    []event.Event
 	running  bool // a fan-out goroutine is running
-	offering int  // events taken from queue and being offered
-}
-
-// queued is how many events wait for the fan-out goroutine or are being
-// offered by it.
-func (f *fanOut) queued() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return len(f.queue) + f.offering
+	offering int  // events taken from queue and being offered (for tests)
 }
 
 // signal wakes the fan-out goroutine.

@@ -100,9 +100,11 @@ const (
 	minCPURing = 1 << 20
 )
 
-// cpuRingBytes is one CPU's share of a total ring size: a power of two, at
-// least a page, and no more than the total.
-func cpuRingBytes(total, cpus int) int {
+// CPURingBytes is one CPU's ring for a total ring size (Config.RingBytes):
+// its share, a power of two, at least a page, at least minCPURing unless the
+// total is smaller. Exported for the bench's floor, whose rings are sized as
+// tcpscope's.
+func CPURingBytes(total, cpus int) int {
 	page := os.Getpagesize()
 	share := total / cpus
 	if share < minCPURing {

@@ -184,8 +184,8 @@ func TestCPURingBytes(t *testing.T) {
 		{page, 2, page},
 		{page, 64, page},
 	} {
-		if got := cpuRingBytes(tc.total, tc.cpus); got != tc.want {
-			t.Errorf("cpuRingBytes(%d, %d) = %d, want %d", tc.total, tc.cpus, got, tc.want)
+		if got := CPURingBytes(tc.total, tc.cpus); got != tc.want {
+			t.Errorf("CPURingBytes(%d, %d) = %d, want %d", tc.total, tc.cpus, got, tc.want)
 		}
 	}
 }

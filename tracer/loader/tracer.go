@@ -16,7 +16,6 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
-	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
 
 	"github.com/tcpscope/tcpscope/tracer/event"
@@ -111,8 +110,6 @@ type Tracer struct {
 	objs  tcpscopeObjects
 	links []link.Link
 	rings *cpuRings
-	// ringTemplate is the spec of one CPU's ring, from the object.
-	ringTemplate *ebpf.MapSpec
 	// wake cuts Run's sleep between batches short (a Barrier).
 	wake     chan struct{}
 	warnings []string
@@ -188,13 +185,6 @@ func (t *Tracer) install() error {
 		return err
 	}
 	if !t.cfg.WalksOnly {
-		// The rings before the programs that write to them.
-		cpus := int(t.objs.Rings.MaxEntries())
-		rings, err := newCPURings(t.objs.Rings, t.ringTemplate, cpus, cpuRingBytes(t.cfg.RingBytes, cpus), &t.badRecords)
-		if err != nil {
-			return err
-		}
-		t.rings = rings
 		if err := t.attach(); err != nil {
 			return err
 		}
@@ -244,14 +234,17 @@ func (t *Tracer) load() error {
 	if err != nil {
 		return fmt.Errorf("parse BPF object: %w", err)
 	}
+	var (
+		cpus         int
+		ringTemplate *ebpf.MapSpec
+	)
 	if !t.cfg.WalksOnly {
-		cpus, err := ebpf.PossibleCPU()
-		if err != nil {
+		if cpus, err = ebpf.PossibleCPU(); err != nil {
 			return fmt.Errorf("count possible CPUs: %w", err)
 		}
 		rings := spec.Maps["rings"]
 		rings.MaxEntries = uint32(cpus)
-		t.ringTemplate = rings.InnerMap.Copy()
+		ringTemplate = rings.InnerMap.Copy()
 		// The kernel creates a ring from the template to check the slots
 		// against: the smallest one will do (a ring's size is not part of
 		// its type).
@@ -327,7 +320,9 @@ func (t *Tracer) load() error {
 	if err := spec.LoadAndAssign(&t.objs, &opts); err != nil {
 		return classifyLoadError(err)
 	}
-	return nil
+	// The rings before attach: the programs find their CPU's at once.
+	t.rings, err = newCPURings(t.objs.Rings, ringTemplate, cpus, CPURingBytes(t.cfg.RingBytes, cpus), &t.badRecords)
+	return err
 }
 
 // loadWalks loads only the iterators a WalksOnly tracer uses, and the maps
@@ -556,7 +551,7 @@ func (t *Tracer) Run(ctx context.Context, sink Sink) error {
 			bgen, bmark = gen, mark
 		}
 		read, more, err := t.rings.fill()
-		if errors.Is(err, os.ErrClosed) || errors.Is(err, ringbuf.ErrClosed) {
+		if errors.Is(err, os.ErrClosed) {
 			return nil // Close was called
 		}
 		if err != nil {
