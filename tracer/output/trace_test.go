@@ -225,3 +225,11 @@ func TestAppendAddrPortMatchesNetip(t *testing.T) {
 		}
 	}
 }
+
+func TestAppendSmallMatchesStrconv(t *testing.T) {
+	for _, v := range []uint{0, 1, 9, 10, 99, 100, 255, 999, 1000, 9999, 10000, 65535, 99999, 100000, 1 << 40} {
+		if got, want := string(appendSmall([]byte("x"), v)), "x"+strconv.FormatUint(uint64(v), 10); got != want {
+			t.Errorf("appendSmall(%d) = %q, want %q", v, got, want)
+		}
+	}
+}
