@@ -125,7 +125,7 @@ func (l *LifeWriter) appendJSON(b []byte, c *diag.Conn) []byte {
 	b = strconv.AppendUint(b, uint64(c.Remote.Port()), 10)
 	b = append(b, `,"ms":`...)
 	if c.DurationKnown {
-		b = strconv.AppendFloat(b, float64(c.Duration)/float64(time.Millisecond), 'f', -1, 64)
+		b = appendMillisShortest(b, c.Duration)
 	} else {
 		b = append(b, "null"...)
 	}

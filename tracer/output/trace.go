@@ -247,7 +247,7 @@ func (t *TraceWriter) appendJSON(b []byte, e *event.Event) []byte {
 	b = append(b, e.New.String()...)
 	b = append(b, `","ms":`...)
 	if e.Flags&event.PrevKnown != 0 {
-		b = strconv.AppendFloat(b, float64(e.InPrev)/float64(time.Millisecond), 'f', -1, 64)
+		b = appendMillisShortest(b, e.InPrev)
 	} else {
 		b = append(b, "null"...)
 	}
@@ -387,6 +387,39 @@ func appendMillis3(b []byte, d time.Duration) []byte {
 	b = strconv.AppendUint(b, us/1000, 10)
 	frac := us % 1000
 	return append(b, '.', byte('0'+frac/100), byte('0'+frac/10%10), byte('0'+frac%10))
+}
+
+// appendMillisShortest appends d in milliseconds exactly as
+// strconv.AppendFloat(b, float64(d)/1e6, 'f', -1, 64) does (the JSON "ms"),
+// in integer arithmetic: the float's shortest decimal was a tenth of the
+// agent's event stream's CPU. Below 10^15 ns the exact quotient has at most
+// 15 significant digits, and no two decimals of 15 digits or fewer round to
+// the same float64 (DBL_DIG), so the exact quotient, its trailing zeros cut,
+// is the shortest decimal that reads back as the float. The rest goes to
+// AppendFloat.
+func appendMillisShortest(b []byte, d time.Duration) []byte {
+	ns := int64(d)
+	if ns < 0 || ns >= 1e15 {
+		return strconv.AppendFloat(b, float64(d)/float64(time.Millisecond), 'f', -1, 64)
+	}
+	b = strconv.AppendUint(b, uint64(ns/1e6), 10)
+	frac := uint64(ns % 1e6)
+	if frac == 0 {
+		return b
+	}
+	digits := 6
+	for frac%10 == 0 {
+		frac /= 10
+		digits--
+	}
+	b = append(b, '.')
+	n := len(b)
+	b = append(b, "000000"[:digits]...)
+	for i := n + digits - 1; frac > 0; i-- {
+		b[i] = byte('0' + frac%10)
+		frac /= 10
+	}
+	return b
 }
 
 // spaces pads columns; wider gaps than this are padded in steps.

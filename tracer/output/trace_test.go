@@ -216,6 +216,28 @@ func TestAppendMillis3MatchesAppendFloat(t *testing.T) {
 	}
 }
 
+// appendMillisShortest must print what AppendFloat's shortest form prints,
+// the JSON "ms" of every event.
+func TestAppendMillisShortestMatchesAppendFloat(t *testing.T) {
+	cases := []time.Duration{0, 1, 9, 10, 100, 999_999, 1_000_000, 1_000_001, 1_500_000, 123_456_789, 100_000_000,
+		999_999_999_999_999, 1e15, 1e15 + 1, 1<<63 - 1, -1, -1_500_000}
+	x := uint64(0x9e3779b97f4a7c15)
+	for i := 0; i < 200000; i++ {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+		v := time.Duration(x >> (i % 64))
+		// Round values too (trailing zeros), as timers and ticks make.
+		cases = append(cases, v, v/1000*1000, v/100_000*100_000)
+	}
+	for _, d := range cases {
+		want := strconv.AppendFloat(nil, float64(d)/float64(time.Millisecond), 'f', -1, 64)
+		if got := appendMillisShortest(nil, d); !bytes.Equal(got, want) {
+			t.Fatalf("appendMillisShortest(%d) = %q, want %q", int64(d), got, want)
+		}
+	}
+}
+
 func TestAppendAddrPortMatchesNetip(t *testing.T) {
 	for _, s := range []string{"0.0.0.0:0", "127.0.0.1:80", "255.255.255.255:65535", "10.0.100.9:8080",
 		"[::1]:443", "[::ffff:1.2.3.4]:5", "[fe80::1]:22"} {
