@@ -41,6 +41,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.Servers, "servers", 0, "server threads with -split (default: as many as -workers)")
 	fs.IntVar(&cfg.Ports, "ports", 0, "listening ports per address, per worker unless -split (default 1 for -close server, else 4)")
 	fs.BoolVar(&cfg.IPv6, "6", false, "use IPv6 (::1)")
+	fs.Float64Var(&cfg.Rate, "rate", 0, "most connection attempts per second, all workers together (default: as fast as they can)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: tcpchurn [flags]\n\nOpens and closes loopback TCP connections as fast as it can and prints the rate.\n\n")
 		fs.PrintDefaults()

@@ -285,11 +285,7 @@ func (r *Report) evalGoals() []Goal {
 			if l.Path != path || l.Error != "" || l.Samples == 0 {
 				continue
 			}
-			load := "saturating churn"
-			if l.Workers > 0 {
-				load = fmt.Sprintf("%d churn worker(s)", l.Workers)
-			}
-			m := fmt.Sprintf("%s-first, %s: p50 %s, p99 %s", l.Close, load, fmtUs(l.P50us), fmtUs(l.P99us))
+			m := fmt.Sprintf("%s-first, %s: p50 %s, p99 %s", l.Close, l.loadString(), fmtUs(l.P50us), fmtUs(l.P99us))
 			if l.Wave {
 				// Shown beside the verdict, not in it: the kernel's timer
 				// softirq holds every CPU, whatever reads the events.

@@ -30,6 +30,7 @@ type ViewLatency struct {
 	Path       string  `json:"path"` // "table" or "api"
 	Close      string  `json:"close"`
 	Workers    int     `json:"workers,omitempty"` // tcpchurn's; 0: its default
+	Paced      float64 `json:"paced_rate,omitempty"` // tcpchurn -rate; 0: as fast as it can
 	Conns      uint64  `json:"conns"`
 	Rate       float64 `json:"rate"`
 	IdleBefore float64 `json:"idle_frac_before"`
@@ -77,14 +78,39 @@ func quantiles(ns []uint64) Latency {
 	return l
 }
 
+// loadString says what churn ran: "saturating churn", "1 churn worker(s)"
+// or "churn paced at 10,000 conn/s".
+func (l ViewLatency) loadString() string {
+	switch {
+	case l.Paced > 0:
+		return fmt.Sprintf("churn paced at %s conn/s", groupDigits(int64(l.Paced)))
+	case l.Workers > 0:
+		return fmt.Sprintf("%d churn worker(s)", l.Workers)
+	}
+	return "saturating churn"
+}
+
+// load is the churn of a latency run: tcpchurn's workers (0: its default,
+// which saturates the CPUs) and a pace in connections per second (0: none).
+type load struct {
+	workers int
+	rate    float64
+}
+
+// steadyRate is the pace of the steady-load latency runs: 10,000
+// connections a second, ~100,000 transitions, a busy server's churn that
+// leaves the CPUs mostly free, against the saturating runs that leave the
+// tracer only what it can take from the churn.
+const steadyRate = 10_000
+
 // serveRingBytes is `tcpscope serve --ring-size`'s default.
 const serveRingBytes = 32 << 20
 
 // tableLatency runs loader, live and table as serve does, with live's
 // Event hook (called after the table applied each event) taking the delay
 // since the event's kernel timestamp, during one churn run.
-func (b *bench) tableLatency(ctx context.Context, churnCmd []string, order string, workers int, d time.Duration) ViewLatency {
-	res := ViewLatency{Path: "table", Close: order, Workers: workers}
+func (b *bench) tableLatency(ctx context.Context, churnCmd []string, order string, ld load, d time.Duration) ViewLatency {
+	res := ViewLatency{Path: "table", Close: order, Workers: ld.workers, Paced: ld.rate}
 	res.IdleBefore = b.waitQuiet(ctx)
 	res.TimeWait = timeWaitCount()
 	// serve's rings (its --ring-size default), not trace's: with a ring
@@ -119,7 +145,7 @@ func (b *bench) tableLatency(ctx context.Context, churnCmd []string, order strin
 	}
 	self0, host0 := selfMajorFaults(), hostMajorFaults()
 	res.churnStart = time.Now()
-	cr, churnErr := b.churnWorkers(ctx, churnCmd, order, d, workers)
+	cr, churnErr := b.churnWorkers(ctx, churnCmd, order, d, ld.workers, ld.rate)
 	res.MajorFaults, res.HostMajorFaults = selfMajorFaults()-self0, hostMajorFaults()-host0
 	st1, err := tr.Stats()
 	cancel()
@@ -140,16 +166,16 @@ func (b *bench) tableLatency(ctx context.Context, churnCmd []string, order strin
 		b.note("latency to table (close=%s): %d resyncs, the first: %s", order, len(resyncs), resyncs[0])
 	}
 	res.Latency = quantiles(sink.samples)
-	b.logf("latency to table close=%s workers=%d time_wait=%d: conns=%d events=%d lost=%d resyncs=%d p50=%.0fus p99=%.0fus max=%.0fus major faults=%d (host %d)",
-		order, workers, res.TimeWait, res.Conns, res.Events, res.Lost, res.Resyncs, res.P50us, res.P99us, res.Maxus, res.MajorFaults, res.HostMajorFaults)
+	b.logf("latency to table close=%s load=%q time_wait=%d: conns=%d events=%d lost=%d resyncs=%d p50=%.0fus p99=%.0fus max=%.0fus major faults=%d (host %d)",
+		order, res.loadString(), res.TimeWait, res.Conns, res.Events, res.Lost, res.Resyncs, res.P50us, res.P99us, res.Maxus, res.MajorFaults, res.HostMajorFaults)
 	return res
 }
 
 // apiLatency starts serve, reads its /api/v1/events stream during one
 // churn run and takes, for each event line, the time it was read minus the
 // event's time (the agent's wall-clock rendering of the kernel timestamp).
-func (b *bench) apiLatency(ctx context.Context, churnCmd []string, order string, workers int) ViewLatency {
-	res := ViewLatency{Path: "api", Close: order, Workers: workers}
+func (b *bench) apiLatency(ctx context.Context, churnCmd []string, order string, ld load) ViewLatency {
+	res := ViewLatency{Path: "api", Close: order, Workers: ld.workers, Paced: ld.rate}
 	res.IdleBefore = b.waitQuiet(ctx)
 	res.TimeWait = timeWaitCount()
 	tp, err := startServe(ctx, b.rep.Tools.Tcpscope, 60*time.Second)
@@ -215,7 +241,7 @@ func (b *bench) apiLatency(ctx context.Context, churnCmd []string, order string,
 	pid := tp.cmd.Process.Pid
 	serve0, host0 := procMajorFaults(pid), hostMajorFaults()
 	res.churnStart = time.Now()
-	cr, churnErr := b.churnWorkers(ctx, churnCmd, order, b.opts.duration, workers)
+	cr, churnErr := b.churnWorkers(ctx, churnCmd, order, b.opts.duration, ld.workers, ld.rate)
 	res.MajorFaults, res.HostMajorFaults = procMajorFaults(pid)-serve0, hostMajorFaults()-host0
 	// Let the stream catch up before reading the counters and hanging up.
 	time.Sleep(200 * time.Millisecond)
@@ -238,8 +264,8 @@ func (b *bench) apiLatency(ctx context.Context, churnCmd []string, order string,
 	if o.bad > 0 {
 		b.note("API latency: %d stream lines without a time", o.bad)
 	}
-	b.logf("latency to API close=%s workers=%d: conns=%d events=%d dropped=%d lost=%d p50=%.0fus p99=%.0fus max=%.0fus major faults=%d (host %d)",
-		order, workers, res.Conns, res.Events, res.Dropped, res.Lost, res.P50us, res.P99us, res.Maxus, res.MajorFaults, res.HostMajorFaults)
+	b.logf("latency to API close=%s load=%q: conns=%d events=%d dropped=%d lost=%d p50=%.0fus p99=%.0fus max=%.0fus major faults=%d (host %d)",
+		order, res.loadString(), res.Conns, res.Events, res.Dropped, res.Lost, res.P50us, res.P99us, res.Maxus, res.MajorFaults, res.HostMajorFaults)
 	return res
 }
 
@@ -333,7 +359,7 @@ func (b *bench) timeWaitWave(ctx context.Context, churnCmd []string, first time.
 	case <-ctx.Done():
 	case <-time.After(wait):
 	}
-	l := b.tableLatency(ctx, churnCmd, "server", 1, max(b.opts.duration, 12*time.Second))
+	l := b.tableLatency(ctx, churnCmd, "server", load{workers: 1}, max(b.opts.duration, 12*time.Second))
 	l.Wave = true
 	return l
 }

@@ -328,17 +328,21 @@ func (b *bench) run(ctx context.Context) *Report {
 		b.drainTimeWait(ctx, timeWaitLen+10*time.Second)
 		// Under the churn that saturates the CPUs, and under one worker,
 		// which leaves the tracer a CPU.
+		saturating, one := load{workers: b.opts.workers}, load{workers: 1}
+		steady := load{rate: steadyRate}
 		for _, order := range closeOrders {
 			if ctx.Err() == nil {
-				rep.Latency = append(rep.Latency, b.tableLatency(ctx, churnCmd, order, b.opts.workers, b.opts.duration))
+				rep.Latency = append(rep.Latency, b.tableLatency(ctx, churnCmd, order, saturating, b.opts.duration))
 			}
 		}
-		if ctx.Err() == nil {
-			rep.Latency = append(rep.Latency, b.tableLatency(ctx, churnCmd, "server", 1, b.opts.duration))
+		for _, ld := range []load{one, steady} {
+			if ctx.Err() == nil {
+				rep.Latency = append(rep.Latency, b.tableLatency(ctx, churnCmd, "server", ld, b.opts.duration))
+			}
 		}
-		for _, w := range []int{b.opts.workers, 1} {
+		for _, ld := range []load{saturating, one, steady} {
 			if rep.Tools.Tcpscope != "" && ctx.Err() == nil {
-				rep.Latency = append(rep.Latency, b.apiLatency(ctx, churnCmd, "server", w))
+				rep.Latency = append(rep.Latency, b.apiLatency(ctx, churnCmd, "server", ld))
 			}
 		}
 		if len(rep.Latency) > 0 && !rep.Latency[0].churnStart.IsZero() && ctx.Err() == nil {
@@ -509,16 +513,19 @@ type churnResult struct {
 func maxConns(d time.Duration) int { return int(d.Seconds() * 1_000_000) }
 
 func (b *bench) churn(ctx context.Context, cmdline []string, order string, d time.Duration) (churnResult, error) {
-	return b.churnWorkers(ctx, cmdline, order, d, b.opts.workers)
+	return b.churnWorkers(ctx, cmdline, order, d, b.opts.workers, 0)
 }
 
 // churnWorkers is a churn run with this many workers (0: tcpchurn's
 // default).
-func (b *bench) churnWorkers(ctx context.Context, cmdline []string, order string, d time.Duration, workers int) (churnResult, error) {
+func (b *bench) churnWorkers(ctx context.Context, cmdline []string, order string, d time.Duration, workers int, pace float64) (churnResult, error) {
 	args := append(cmdline[1:len(cmdline):len(cmdline)],
 		"-json", "-close", order, "-duration", d.String(), "-n", fmt.Sprint(maxConns(d)))
 	if workers > 0 {
 		args = append(args, "-workers", fmt.Sprint(workers))
+	}
+	if pace > 0 {
+		args = append(args, "-rate", fmt.Sprint(pace))
 	}
 	ctx, cancel := context.WithTimeout(ctx, d+15*time.Second)
 	defer cancel()

@@ -158,7 +158,7 @@ func (b *bench) rampStep(ctx context.Context, churnCmd []string, pipe, ring stri
 		st.Error = err.Error()
 		return st
 	}
-	cr, err := b.churnWorkers(ctx, churnCmd, "server", d, workers)
+	cr, err := b.churnWorkers(ctx, churnCmd, "server", d, workers, 0)
 	stop := tp.stop()
 	if err != nil {
 		st.Error = err.Error()
@@ -191,7 +191,7 @@ func (b *bench) rampServeStep(ctx context.Context, churnCmd, args []string, st R
 		st.Error = err.Error()
 		return st
 	}
-	cr, err := b.churnWorkers(ctx, churnCmd, "server", d, st.Workers)
+	cr, err := b.churnWorkers(ctx, churnCmd, "server", d, st.Workers, 0)
 	if err != nil {
 		st.Error = err.Error()
 		return st

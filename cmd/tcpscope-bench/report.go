@@ -524,7 +524,7 @@ func renderLatency(ls []ViewLatency) string {
 	var w strings.Builder
 	p := func(format string, a ...any) { fmt.Fprintf(&w, format, a...) }
 	p("\n## Change-to-table and change-to-API latency\n\n")
-	p("From the kernel timestamp of a state change to: *table*, the moment the socket table (loader, live and table in this process, as `tcpscope serve` runs them) has applied it; *api*, the moment a client of `tcpscope serve`'s `/api/v1/events` stream has read its line (the event's `time`, the agent's wall-clock rendering of the kernel timestamp, against this process's clock). Both under a churn run in another process: with tcpchurn's default workers, which saturate the CPUs, and with one worker, which leaves the tracer about a CPU. The runs start once the TIME_WAIT sockets of the phases before have expired (*TIME_WAIT at start*); the last, marked *wave*, is timed to span the expiry of the TIME_WAIT sockets the first run made, a full table of them (`net.ipv4.tcp_max_tw_buckets`): the kernel expires them in one timer-wheel bucket, and its timer softirq then holds each CPU for milliseconds at a time, stalling every process, the churn included. *major faults*: page faults that had to read from disk during the run, in the process that applies the events (this one for *table*, serve for *api*) and, in parentheses, on the whole host; each is a stall of its own.\n\n")
+	p("From the kernel timestamp of a state change to: *table*, the moment the socket table (loader, live and table in this process, as `tcpscope serve` runs them) has applied it; *api*, the moment a client of `tcpscope serve`'s `/api/v1/events` stream has read its line (the event's `time`, the agent's wall-clock rendering of the kernel timestamp, against this process's clock). Both under a churn run in another process: with tcpchurn's default workers, which saturate the CPUs; with one worker, which leaves the tracer about a CPU; and with the default workers paced to a steady %s connections a second (*paced*), a busy server's churn that leaves the CPUs mostly free. The runs start once the TIME_WAIT sockets of the phases before have expired (*TIME_WAIT at start*); the last, marked *wave*, is timed to span the expiry of the TIME_WAIT sockets the first run made, a full table of them (`net.ipv4.tcp_max_tw_buckets`): the kernel expires them in one timer-wheel bucket, and its timer softirq then holds each CPU for milliseconds at a time, stalling every process, the churn included. *major faults*: page faults that had to read from disk during the run, in the process that applies the events (this one for *table*, serve for *api*) and, in parentheses, on the whole host; each is a stall of its own.\n\n", groupDigits(steadyRate))
 	p("| path | close order | workers | TIME_WAIT at start | conns | rate | events | lost | resyncs | stream dropped | p50 | p90 | p99 | p99.9 | max | major faults | idle before |\n|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	for _, l := range ls {
 		path := l.Path
@@ -534,6 +534,9 @@ func renderLatency(ls []ViewLatency) string {
 		workers := "default"
 		if l.Workers > 0 {
 			workers = fmt.Sprint(l.Workers)
+		}
+		if l.Paced > 0 {
+			workers += ", paced " + groupDigits(int64(l.Paced)) + "/s"
 		}
 		if l.Error != "" {
 			p("| %s | %s | %s | %d | error: %s | | | | | | | | | | | | %.0f%% |\n", path, l.Close, workers, l.TimeWait, strings.ReplaceAll(l.Error, "|", "/"), 100*l.IdleBefore)

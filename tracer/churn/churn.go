@@ -108,6 +108,10 @@ type Config struct {
 	// sharing the listeners) instead of having each worker drive both ends
 	// of its connections.
 	Split bool
+	// Rate paces the run to at most this many connection attempts per
+	// second, all workers together (0: as fast as they can), for latency
+	// measured under a steady load rather than a saturating one.
+	Rate float64
 }
 
 // Defaults for Config fields left zero.
@@ -262,6 +266,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	defer stopWatch()
 
 	start := time.Now()
+	r.start = start
 	var wg sync.WaitGroup
 	counts := make([]workerCount, cfg.Workers)
 	for i := 0; i < cfg.Workers; i++ {
@@ -321,7 +326,7 @@ func waitAccepted(lns []listener, deadline time.Time) {
 }
 
 func (cfg *Config) normalize() error {
-	if cfg.Conns < 0 || cfg.Duration < 0 || cfg.Workers < 0 || cfg.Servers < 0 || cfg.Ports < 0 {
+	if cfg.Conns < 0 || cfg.Duration < 0 || cfg.Workers < 0 || cfg.Servers < 0 || cfg.Ports < 0 || cfg.Rate < 0 {
 		return errors.New("churn: negative count or duration")
 	}
 	if cfg.Conns == 0 {
@@ -470,6 +475,7 @@ type runner struct {
 	closing  atomic.Bool  // listeners are being shut down
 	srvErrs  atomic.Uint64
 	firstErr atomic.Pointer[string]
+	start    time.Time // of the first attempt; Rate's schedule counts from it
 }
 
 func (r *runner) noteErr(err error) {
@@ -477,9 +483,26 @@ func (r *runner) noteErr(err error) {
 	r.firstErr.CompareAndSwap(nil, &s)
 }
 
-// next reserves one attempt, or reports that the run is over.
+// next reserves one attempt, or reports that the run is over. With a Rate
+// it first waits for the attempt's turn: attempt n is due n/Rate seconds
+// after the start, whichever worker takes it.
 func (r *runner) next() bool {
-	return !r.stop.Load() && r.budget.Add(-1) >= 0
+	if r.stop.Load() {
+		return false
+	}
+	left := r.budget.Add(-1)
+	if left < 0 {
+		return false
+	}
+	if r.cfg.Rate > 0 {
+		n := int64(r.cfg.Conns) - 1 - left
+		due := r.start.Add(time.Duration(float64(n) / r.cfg.Rate * float64(time.Second)))
+		if d := time.Until(due); d > 0 {
+			time.Sleep(d)
+		}
+		return !r.stop.Load()
+	}
+	return true
 }
 
 // backoff keeps a run of failures (ports exhausted, say) from spinning.

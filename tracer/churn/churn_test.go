@@ -44,6 +44,7 @@ func TestConfigRejects(t *testing.T) {
 		"mixed, one":     {Close: Mixed, Ports: 1},
 		"too long":       {Duration: time.Hour},
 		"negative":       {Conns: -1},
+		"negative rate":  {Rate: -1},
 		"bad order":      {Close: CloseOrder(9)},
 	} {
 		if _, err := Run(context.Background(), cfg); err == nil {
@@ -72,6 +73,28 @@ func TestRunCounts(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// A paced run keeps to its rate: 1,000 attempts at 2,000/s take about half
+// a second, not the few milliseconds they take unpaced.
+func TestRunRate(t *testing.T) {
+	const n, rate = 1000, 2000.0
+	res, err := Run(context.Background(), Config{Conns: n, Duration: 20 * time.Second, Rate: rate})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log(res)
+	if res.Conns+res.Errors != n || res.Errors != 0 {
+		t.Errorf("conns %d + errors %d (first: %s), want %d + 0", res.Conns, res.Errors, res.FirstError, n)
+	}
+	// The last attempt is due (n-1)/rate after the start; it cannot be
+	// early, and it is late only by a stall of the machine.
+	if min := time.Duration(float64(n-1) / rate * float64(time.Second)); res.Elapsed < min {
+		t.Errorf("%d attempts at %v/s took %v, less than the schedule's %v", n, rate, res.Elapsed, min)
+	}
+	if got := res.Rate(); got > rate*1.01 {
+		t.Errorf("rate %.0f/s, over the %v/s asked", got, rate)
 	}
 }
 
