@@ -29,7 +29,7 @@ import (
 type ViewLatency struct {
 	Path       string  `json:"path"` // "table" or "api"
 	Close      string  `json:"close"`
-	Workers    int     `json:"workers,omitempty"` // tcpchurn's; 0: its default
+	Workers    int     `json:"workers,omitempty"`    // tcpchurn's; 0: its default
 	Paced      float64 `json:"paced_rate,omitempty"` // tcpchurn -rate; 0: as fast as it can
 	Conns      uint64  `json:"conns"`
 	Rate       float64 `json:"rate"`
