@@ -342,26 +342,48 @@ func (b *bench) drainTimeWait(ctx context.Context, limit time.Duration) {
 		}
 		tw = timeWaitCount()
 	}
+	if ctx.Err() != nil {
+		return
+	}
 	if tw > 1000 {
-		b.note("latency runs: %d TIME_WAIT sockets still there after waiting %v for them to expire", tw, limit)
+		b.note("latency runs: %d TIME_WAIT sockets still there after waiting %v for them to expire", tw, time.Since(start).Round(time.Second))
 		return
 	}
 	b.logf("latency runs: waited %v for the TIME_WAIT sockets to expire (%d left)", time.Since(start).Round(time.Second), tw)
 }
 
 // timeWaitWave runs a one-worker table latency run over the moment the
-// TIME_WAIT sockets made by the run that started its churn at first expire
-// (timeWaitLen later; the timer wheel rounds a 60 s timeout up to 4 s).
-func (b *bench) timeWaitWave(ctx context.Context, churnCmd []string, first time.Time) ViewLatency {
+// TIME_WAIT sockets made by the run whose churn started at first expire
+// (timeWaitLen later; the timer wheel rounds a 60 s timeout up to 4 s). It
+// returns false, and runs nothing, when the runs since first took so long
+// that the wave has begun (the last of them may then have caught it) or
+// when ctx ends.
+func (b *bench) timeWaitWave(ctx context.Context, churnCmd []string, first time.Time) (ViewLatency, bool) {
 	wait := time.Until(first.Add(timeWaitLen - 5*time.Second))
+	if wait < 0 {
+		b.note("latency runs: they took longer than a TIME_WAIT lifetime, so the last may have spanned the expiry of the first run's TIME_WAIT sockets; no run over the wave")
+		return ViewLatency{}, false
+	}
 	b.logf("latency run over the TIME_WAIT expiry wave: starting in %v", wait.Round(time.Second))
 	select {
 	case <-ctx.Done():
+		return ViewLatency{}, false
 	case <-time.After(wait):
 	}
 	l := b.tableLatency(ctx, churnCmd, "server", load{workers: 1}, max(b.opts.duration, 12*time.Second))
 	l.Wave = true
-	return l
+	return l, true
+}
+
+// firstChurnStart is when the churn of the first latency run that
+// completed began: the run whose TIME_WAIT sockets make the wave.
+func firstChurnStart(ls []ViewLatency) (time.Time, bool) {
+	for _, l := range ls {
+		if l.Error == "" && !l.churnStart.IsZero() {
+			return l.churnStart, true
+		}
+	}
+	return time.Time{}, false
 }
 
 // selfMajorFaults is this process's count of major page faults.

@@ -180,7 +180,10 @@ func run(args []string) int {
 func budget(o options) time.Duration {
 	perRun := o.duration + 12*time.Second + o.quiet
 	rampSteps := time.Duration(4 * len(o.rampWorkers))
-	return time.Duration(2*5*o.runs+10)*perRun + rampSteps*(o.rampDuration+30*time.Second) + time.Minute + scaleBudget(o)
+	// The latency phase waits up to a TIME_WAIT lifetime and a bit twice:
+	// for the sockets of the phases before to expire, and for its wave.
+	latencyWaits := 2*timeWaitLen + 20*time.Second
+	return time.Duration(2*5*o.runs+14)*perRun + rampSteps*(o.rampDuration+30*time.Second) + latencyWaits + time.Minute + scaleBudget(o)
 }
 
 func writeFile(path string, data []byte) error {
@@ -326,8 +329,8 @@ func (b *bench) run(ctx context.Context) *Report {
 	// while the TIME_WAIT sockets of the first run expire.
 	if root && !b.opts.skipLat && ctx.Err() == nil {
 		b.drainTimeWait(ctx, timeWaitLen+10*time.Second)
-		// Under the churn that saturates the CPUs, and under one worker,
-		// which leaves the tracer a CPU.
+		// Under the churn that saturates the CPUs, under one worker, which
+		// leaves the tracer a CPU, and under a steady paced churn.
 		saturating, one := load{workers: b.opts.workers}, load{workers: 1}
 		steady := load{rate: steadyRate}
 		for _, order := range closeOrders {
@@ -345,8 +348,10 @@ func (b *bench) run(ctx context.Context) *Report {
 				rep.Latency = append(rep.Latency, b.apiLatency(ctx, churnCmd, "server", ld))
 			}
 		}
-		if len(rep.Latency) > 0 && !rep.Latency[0].churnStart.IsZero() && ctx.Err() == nil {
-			rep.Latency = append(rep.Latency, b.timeWaitWave(ctx, churnCmd, rep.Latency[0].churnStart))
+		if first, ok := firstChurnStart(rep.Latency); ok && ctx.Err() == nil {
+			if l, ok := b.timeWaitWave(ctx, churnCmd, first); ok {
+				rep.Latency = append(rep.Latency, l)
+			}
 		}
 		for _, l := range rep.Latency {
 			if l.Error != "" {
@@ -517,7 +522,7 @@ func (b *bench) churn(ctx context.Context, cmdline []string, order string, d tim
 }
 
 // churnWorkers is a churn run with this many workers (0: tcpchurn's
-// default).
+// default), paced to at most pace connections a second (0: unpaced).
 func (b *bench) churnWorkers(ctx context.Context, cmdline []string, order string, d time.Duration, workers int, pace float64) (churnResult, error) {
 	args := append(cmdline[1:len(cmdline):len(cmdline)],
 		"-json", "-close", order, "-duration", d.String(), "-n", fmt.Sprint(maxConns(d)))

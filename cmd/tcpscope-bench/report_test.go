@@ -310,3 +310,28 @@ func TestGoalsNothingMeasured(t *testing.T) {
 		}
 	}
 }
+
+// The wave is timed from the first latency run that completed: one that
+// failed made no TIME_WAIT sockets.
+func TestFirstChurnStart(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	for _, tc := range []struct {
+		name string
+		runs []ViewLatency
+		want time.Time
+		ok   bool
+	}{
+		{"none", nil, time.Time{}, false},
+		{"first completed", []ViewLatency{{churnStart: t0}, {churnStart: t0.Add(time.Second)}}, t0, true},
+		{"first failed", []ViewLatency{{Error: "churn: boom", churnStart: t0}, {churnStart: t0.Add(time.Second)}}, t0.Add(time.Second), true},
+		{"first never churned", []ViewLatency{{Error: "load: boom"}, {churnStart: t0.Add(2 * time.Second)}}, t0.Add(2 * time.Second), true},
+		{"all failed", []ViewLatency{{Error: "x"}, {Error: "y", churnStart: t0}}, time.Time{}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, ok := firstChurnStart(tc.runs)
+			if ok != tc.ok || !got.Equal(tc.want) {
+				t.Errorf("firstChurnStart = %v, %v; want %v, %v", got, ok, tc.want, tc.ok)
+			}
+		})
+	}
+}

@@ -495,10 +495,16 @@ func (r *runner) next() bool {
 		return false
 	}
 	if r.cfg.Rate > 0 {
+		// An open-loop schedule: a worker that fell behind (a stall of
+		// the machine) catches up, as a server's clients would not wait
+		// for it either. Sleep in steps, so a stop is seen within 10 ms.
 		n := int64(r.cfg.Conns) - 1 - left
 		due := r.start.Add(time.Duration(float64(n) / r.cfg.Rate * float64(time.Second)))
-		if d := time.Until(due); d > 0 {
-			time.Sleep(d)
+		for d := time.Until(due); d > 0; d = time.Until(due) {
+			if r.stop.Load() {
+				return false
+			}
+			time.Sleep(min(d, 10*time.Millisecond))
 		}
 		return !r.stop.Load()
 	}
