@@ -22,6 +22,7 @@ import (
 
 	"github.com/tcpscope/tcpscope/tracer/live"
 	"github.com/tcpscope/tcpscope/tracer/loader"
+	"github.com/tcpscope/tcpscope/tracer/sockstat"
 	"github.com/tcpscope/tcpscope/tracer/table"
 )
 
@@ -310,20 +311,11 @@ func timeWaitCount() int {
 	if err != nil {
 		return -1
 	}
-	for line := range strings.Lines(string(b)) {
-		f := strings.Fields(line)
-		if len(f) == 0 || f[0] != "TCP:" {
-			continue
-		}
-		for i := 1; i+1 < len(f); i += 2 {
-			if f[i] == "tw" {
-				if n, err := strconv.Atoi(f[i+1]); err == nil {
-					return n
-				}
-			}
-		}
+	n, found, err := sockstat.Count(string(b), "TCP:", "tw")
+	if err != nil || !found {
+		return -1
 	}
-	return -1
+	return n
 }
 
 // drainTimeWait waits, at most limit, until the TIME_WAIT sockets earlier

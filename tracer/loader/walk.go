@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"unsafe"
@@ -17,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tcpscope/tcpscope/tracer/event"
+	"github.com/tcpscope/tcpscope/tracer/sockstat"
 )
 
 // iter/tcp walks the network namespace of the task that opens it, so other
@@ -446,17 +446,9 @@ func socketCountHint(dir string) int {
 		if err != nil {
 			continue
 		}
-		for line := range strings.Lines(string(b)) {
-			fields := strings.Fields(line)
-			if len(fields) == 0 || fields[0] != f.prefix {
-				continue
-			}
-			for i := 1; i+1 < len(fields); i += 2 {
-				if fields[i] == "inuse" || fields[i] == "tw" {
-					v, _ := strconv.Atoi(fields[i+1])
-					n += max(v, 0)
-				}
-			}
+		for _, name := range []string{"inuse", "tw"} {
+			v, _, _ := sockstat.Count(string(b), f.prefix, name)
+			n += max(v, 0)
 		}
 	}
 	return min(n+n/16+64, 1<<24)

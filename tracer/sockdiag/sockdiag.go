@@ -22,13 +22,12 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"strconv"
-	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/tcpscope/tcpscope/tracer/event"
+	"github.com/tcpscope/tcpscope/tracer/sockstat"
 )
 
 // Sizes of the kernel's structures (include/uapi/linux/inet_diag.h).
@@ -273,30 +272,21 @@ func Count() (int, error) {
 	return n, nil
 }
 
-// countLine adds up the "inuse" and "tw" fields of the line of a sockstat
+// countLine adds up the "inuse" and "tw" counts of the line of a sockstat
 // file that starts with prefix ("TCP: inuse 5 orphan 0 tw 2 alloc 9 mem 1").
-func countLine(sockstat, prefix string) (int, error) {
-	for line := range strings.Lines(sockstat) {
-		rest, ok := strings.CutPrefix(line, prefix)
-		if !ok {
-			continue
+func countLine(text, prefix string) (int, error) {
+	n, found := 0, false
+	for _, name := range []string{"inuse", "tw"} {
+		v, ok, err := sockstat.Count(text, prefix, name)
+		if err != nil {
+			return 0, err
 		}
-		f := strings.Fields(rest)
-		n, found := 0, false
-		for i := 0; i+1 < len(f); i += 2 {
-			if f[i] != "inuse" && f[i] != "tw" {
-				continue
-			}
-			v, err := strconv.Atoi(f[i+1])
-			if err != nil {
-				return 0, fmt.Errorf("%q: %w", strings.TrimSpace(line), err)
-			}
+		if ok {
 			n, found = n+v, true
 		}
-		if !found {
-			return 0, fmt.Errorf("%q: no inuse count", strings.TrimSpace(line))
-		}
-		return n, nil
 	}
-	return 0, fmt.Errorf("no %s line", prefix)
+	if !found {
+		return 0, fmt.Errorf("%s line: no inuse count", prefix)
+	}
+	return n, nil
 }
