@@ -96,36 +96,21 @@ func runFloorTrace(ctx context.Context, attached chan<- struct{}) (res floorResu
 	}
 	ringSpec := spec.Maps["floor_rings"]
 	ringSpec.MaxEntries = uint32(cpus)
-	template := ringSpec.InnerMap.Copy()
-	template.MaxEntries = uint32(loader.CPURingBytes(floorRingBytes, cpus))
 	var objs floorTraceObjects
 	if err := spec.LoadAndAssign(&objs, nil); err != nil {
 		return res, fmt.Errorf("load floor_state: %w", err)
 	}
 	defer objs.Close()
-	var readers []*ringbuf.Reader
+	maps, readers, err := loader.NewCPURingMaps(objs.Rings, ringSpec.InnerMap, cpus, loader.CPURingBytes(floorRingBytes, cpus))
+	if err != nil {
+		return res, fmt.Errorf("floor rings: %w", err)
+	}
 	defer func() {
-		for _, rd := range readers {
+		for i, rd := range readers {
 			rd.Close()
+			maps[i].Close()
 		}
 	}()
-	for cpu := range cpus {
-		m, err := ebpf.NewMap(template)
-		if err != nil {
-			return res, fmt.Errorf("create floor ring: %w", err)
-		}
-		err = objs.Rings.Put(uint32(cpu), m)
-		if err == nil {
-			var rd *ringbuf.Reader
-			if rd, err = ringbuf.NewReader(m); err == nil {
-				readers = append(readers, rd)
-			}
-		}
-		m.Close() // the outer map and the reader's mapping keep the ring
-		if err != nil {
-			return res, fmt.Errorf("install floor ring: %w", err)
-		}
-	}
 	l, err := link.AttachTracing(link.TracingOptions{Program: objs.State})
 	if err != nil {
 		return res, fmt.Errorf("attach floor_state: %w", err)

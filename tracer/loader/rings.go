@@ -138,32 +138,57 @@ func newCPURings(outer *ebpf.Map, template *ebpf.MapSpec, cpus, ringSize int, ba
 	if err := r.watch(r.wakefd); err != nil {
 		return nil, err
 	}
-	for cpu := range cpus {
-		spec := template.Copy()
-		spec.Name = fmt.Sprintf("ring%d", cpu)
-		spec.MaxEntries = uint32(ringSize)
-		m, err := ebpf.NewMap(spec)
-		if err != nil {
-			return nil, fmt.Errorf("create ring buffer of CPU %d: %w", cpu, err)
-		}
-		r.maps = append(r.maps, m)
-		if err := outer.Put(uint32(cpu), m); err != nil {
-			return nil, fmt.Errorf("install ring buffer of CPU %d: %w", cpu, err)
-		}
-		rd, err := ringbuf.NewReader(m)
-		if err != nil {
-			return nil, fmt.Errorf("open ring buffer reader: %w", err)
-		}
-		r.readers = append(r.readers, rd)
+	if r.maps, r.readers, err = NewCPURingMaps(outer, template, cpus, ringSize); err != nil {
+		return nil, err
+	}
+	for i, rd := range r.readers {
 		// A deadline in the past: reads never block; only wait() does.
 		rd.SetDeadline(time.Unix(1, 0))
-		if err := r.watch(m.FD()); err != nil {
+		if err := r.watch(r.maps[i].FD()); err != nil {
 			return nil, err
 		}
 	}
 	r.queues = make([]ringQueue, cpus)
 	r.epEvents = make([]unix.EpollEvent, cpus+1)
 	return r, nil
+}
+
+// NewCPURingMaps creates a ring buffer of ringSize bytes from template for
+// each of cpus CPUs, puts each in outer (an ARRAY_OF_MAPS of ring buffers)
+// at its CPU's index, and opens a reader on each. On error it closes what
+// it made. Exported for the bench's floor, whose rings are made as
+// tcpscope's.
+func NewCPURingMaps(outer *ebpf.Map, template *ebpf.MapSpec, cpus, ringSize int) (maps []*ebpf.Map, readers []*ringbuf.Reader, err error) {
+	defer func() {
+		if err != nil {
+			for _, rd := range readers {
+				rd.Close()
+			}
+			for _, m := range maps {
+				m.Close()
+			}
+			maps, readers = nil, nil
+		}
+	}()
+	for cpu := range cpus {
+		spec := template.Copy()
+		spec.Name = fmt.Sprintf("ring%d", cpu)
+		spec.MaxEntries = uint32(ringSize)
+		m, err := ebpf.NewMap(spec)
+		if err != nil {
+			return maps, readers, fmt.Errorf("create ring buffer of CPU %d: %w", cpu, err)
+		}
+		maps = append(maps, m)
+		if err := outer.Put(uint32(cpu), m); err != nil {
+			return maps, readers, fmt.Errorf("install ring buffer of CPU %d: %w", cpu, err)
+		}
+		rd, err := ringbuf.NewReader(m)
+		if err != nil {
+			return maps, readers, fmt.Errorf("open ring buffer reader: %w", err)
+		}
+		readers = append(readers, rd)
+	}
+	return maps, readers, nil
 }
 
 func (r *cpuRings) watch(fd int) error {
